@@ -1,0 +1,355 @@
+"""Orthogonalization kernels: the polar factor ``U Vᵀ`` of ``X = U Σ Vᵀ``.
+
+Every iterative method here is an odd polynomial iteration on ``X₀ = X / (s·‖X‖_F + ε)``, run on the short
+side (``A = X Xᵀ`` is the smaller Gram matrix)::
+
+    A = X Xᵀ ;  X ← a·X + (b·A + c·A²)·X          # one row (a, b, c) of a (steps, 3) table
+
+which maps every singular value σ ↦ aσ + bσ³ + cσ⁵ and leaves the singular vectors alone. A method is a
+coefficient table (data) plus the input safety factor ``s``. Tables:
+
+* Newton–Schulz cubic (1.5, −0.5, 0) and quintic/Padé (15/8, −10/8, 3/8): converge, but slowly from small σ.
+* Jordan (3.4445, −4.7750, 2.0315), the Muon/optax default: fast, but only maps σ into a band ≈ [0.7, 1.1].
+* You's 5- and 6-step tables (per-step coefficients, as used by Dion and optax's ``"dion"`` preset).
+* Polar Express (Amsel, Persson, Musco, Gower 2025, arXiv:2505.16932): each step is the minimax-optimal odd
+  quintic for the current interval of σ, greedily composed; converges to ``U Vᵀ`` for σ ∈ [10⁻³, 1]. Default,
+  with safety ``s = 1.01`` so that round-off (bf16) cannot push σ above the interval.
+
+Gram Newton–Schulz (Zhang, Amsel, Chen, Dao 2026) iterates on ``R = X Xᵀ`` instead of ``X``: with ``X_k = Q_k X₀``
+and ``P_k = a I + b R_k + c R_k²`` it keeps ``Q_{k+1} = P_k Q_k`` and ``R_{k+1} = P_k R_k P_k`` (all polynomials
+in R₀, so they commute and stay symmetric), and only touches the long side twice per restart. ``restarts``
+recomputes ``R`` from ``X`` after the given steps to stop round-off drift (needed in fp16/bf16).
+
+Every product whose result is symmetric (``X Xᵀ``, ``A²``, and all Gram-NS products) is formed blockwise from
+its upper triangle only (about 0.6–0.75 of the GEMM FLOPs; exactly symmetric output).
+"""
+
+from __future__ import annotations
+
+import functools
+import operator
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from numpy.typing import ArrayLike
+
+# Polar Express table published with the paper (ℓ = 1e-3, degree 5, cushion 0.02407327424182761, no safety).
+POLAR_EXPRESS_TABLE = np.array(
+    [
+        (8.28721201814563, -23.595886519098837, 17.300387312530933),
+        (4.107059111542203, -2.9478499167379106, 0.5448431082926601),
+        (3.9486908534822946, -2.908902115962949, 0.5518191394370137),
+        (3.3184196573706015, -2.488488024314874, 0.51004894012372),
+        (2.300652019954817, -1.6689039845747493, 0.4188073119525673),
+        (1.891301407787398, -1.2679958271945868, 0.37680408948524835),
+        (1.8750014808534479, -1.2500016453999487, 0.3750001645474248),
+        (1.875, -1.25, 0.375),
+    ]
+)
+POLAR_EXPRESS_SAFETY = 1.01
+
+
+def _with_safety(table: np.ndarray, safety: float) -> np.ndarray:
+    """Rows but the last become (a/s, b/s³, c/s⁵): p(σ/s), robust to σ overshooting by a factor s."""
+    out = np.array(table, dtype=np.float64)
+    out[:-1] /= safety ** np.array([1.0, 3.0, 5.0])
+    return out
+
+
+COEFFICIENTS: dict[str, np.ndarray] = {
+    "polar_express": _with_safety(POLAR_EXPRESS_TABLE, POLAR_EXPRESS_SAFETY),
+    "jordan": np.array([(3.4445, -4.7750, 2.0315)]),
+    "you": np.array(
+        [
+            (4.0848, -6.8946, 2.9270),
+            (3.9505, -6.3029, 2.6377),
+            (3.7418, -5.5913, 2.3037),
+            (2.8769, -3.1427, 1.2046),
+            (2.8366, -3.0525, 1.2012),
+        ]
+    ),
+    "you6": np.array(
+        [
+            (3955, -8306, 5008),
+            (3735, -6681, 3463),
+            (3799, -6499, 3211),
+            (4019, -6385, 2906),
+            (2677, -3029, 1162),
+            (2172, -1833, 682),
+        ]
+    )
+    / 1024,
+    "newton_schulz": np.array([(1.5, -0.5, 0.0)]),
+    "newton_schulz_quintic": np.array([(15 / 8, -10 / 8, 3 / 8)]),
+}
+COEFFICIENTS["gram_newton_schulz"] = COEFFICIENTS["polar_express"]
+METHODS = (*COEFFICIENTS, "svd")
+# Input is divided by s·‖X‖_F; s > 1 only for the Polar Express family (REFERENCES §2).
+_INPUT_SAFETY = {
+    "polar_express": POLAR_EXPRESS_SAFETY,
+    "gram_newton_schulz": POLAR_EXPRESS_SAFETY,
+}
+# Tables that may be repeated past their length: single-row schedules, and Polar Express (last row = Padé).
+_REPEATABLE = {
+    "polar_express",
+    "gram_newton_schulz",
+    "jordan",
+    "newton_schulz",
+    "newton_schulz_quintic",
+}
+# Polar Express switches to Gram-NS at this aspect ratio (long/short side), measured in benchmarks/kernels.py.
+GRAM_ASPECT_RATIO = 2.0
+
+
+def default_steps(method: str | ArrayLike) -> int | None:
+    """The step count used when ``steps=None``: 5 for every named iteration, the row count of a table,
+    ``None`` for ``"svd"``."""
+    if isinstance(method, str):
+        _check_name(method)
+        return None if method == "svd" else 5
+    return int(np.shape(method)[0])
+
+
+def _check_name(method: str) -> None:
+    if method not in METHODS:
+        raise ValueError(
+            f"Unknown orthogonalization method {method!r}; valid names: {', '.join(METHODS)}."
+        )
+
+
+def _optimal_odd_polynomial(lo: float, hi: float, degree: int) -> np.ndarray:
+    """Minimax odd polynomial p(t) = Σⱼ cⱼ t^(2j+1) of ``degree`` approximating 1 on [lo, hi] (Remez exchange).
+
+    The error equioscillates at k + 1 = (degree + 3)/2 points: lo, the interior critical points of p, and hi.
+    """
+    k = (degree + 1) // 2
+    powers = 2 * np.arange(k) + 1
+    if (
+        lo / hi >= 1 - 5e-6
+    ):  # interval collapsed onto its midpoint: the Padé (Newton–Schulz) limit there
+        pade = {3: [1.5, -0.5], 5: [15 / 8, -10 / 8, 3 / 8]}[degree]
+        return np.array(pade) / ((lo + hi) / 2) ** powers
+    pts = lo + (hi - lo) * (1 - np.cos(np.pi * np.arange(k + 1) / k)) / 2
+    signs = (-1.0) ** np.arange(k + 1)
+    err = np.inf
+    for _ in range(100):
+        system = np.column_stack([pts[:, None] ** powers, signs])
+        *coef, new_err = np.linalg.solve(system, np.ones(k + 1))
+        coef = np.array(coef)
+        # critical points: p'(t) = Σ (2j+1) cⱼ t^(2j) = 0, a polynomial in t².
+        crit = np.roots((powers * coef)[::-1]).real
+        pts = np.concatenate([[lo], np.sort(np.sqrt(crit[crit > 0])), [hi]])
+        if abs(new_err - err) <= 1e-15:
+            break
+        err = new_err
+    return coef
+
+
+def polar_express_coefficients(
+    steps: int = 8,
+    lower: float = 1e-3,
+    safety: float = 1.01,
+    degree: int = 5,
+    cushion: float = 0.02407327424182761,
+) -> np.ndarray:
+    """Polar Express schedule (Amsel et al. 2025, arXiv:2505.16932, Alg. 1 and App. G), shape (steps, 3).
+
+    Greedy: with σ ∈ [ℓ, u] (ℓ = ``lower``, u = 1), step t uses the minimax odd polynomial p for
+    [max(ℓ, cushion·u), u], rescaled so that p(ℓ) and p(u) sit symmetrically around 1; then
+    ℓ ← p(ℓ), u ← 2 − ℓ. The cushion keeps the first steps' slope bounded (robust to round-off). ``safety`` s
+    divides each row but the last as (a/s, b/s³, c/s⁵); ``orthogonalize`` then also divides its input by s.
+    With the defaults and ``safety=1`` this regenerates ``POLAR_EXPRESS_TABLE`` (rows 1–7 to ~1e-12; row 8 is
+    the Padé quintic (15/8, −10/8, 3/8)). ``degree=3`` gives cubic rows (a, b, 0). Runs offline in numpy.
+    """
+    if degree not in (3, 5):
+        raise ValueError(f"degree must be 3 or 5 (a (steps, 3) table), got {degree}.")
+    if not 0 < lower < 1 or safety < 1 or steps < 1:
+        raise ValueError(
+            f"Need 0 < lower < 1, safety >= 1, steps >= 1; got {lower=}, {safety=}, {steps=}."
+        )
+    lo, hi = float(lower), 1.0
+    rows = []
+    for _ in range(steps):
+        coef = _optimal_odd_polynomial(max(lo, cushion * hi), hi, degree)
+        p = lambda t, coef=coef: sum(c * t ** (2 * j + 1) for j, c in enumerate(coef))  # noqa: E731
+        coef = coef * 2 / (p(lo) + p(hi))
+        lo = p(lo) * 2 / (p(lo) + p(hi))
+        hi = 2 - lo
+        rows.append(np.pad(coef, (0, 3 - len(coef))))
+    return _with_safety(np.array(rows), safety)
+
+
+# ----------------------------------------------------------------------------------------------------------- JAX
+_MIN_SPLIT = 384  # symmetric products are split into blocks while the output side is at least this
+
+
+def _sym_matmul(a: jax.Array, b: jax.Array) -> jax.Array:
+    """``a @ b`` for a product known to be symmetric, from its upper block triangle (recursive 2×2 blocks)."""
+    n = a.shape[-2]
+    if n < _MIN_SPLIT:
+        return a @ b
+    h = n // 2
+    c11 = _sym_matmul(a[..., :h, :], b[..., :, :h])
+    c22 = _sym_matmul(a[..., h:, :], b[..., :, h:])
+    c12 = a[..., :h, :] @ b[..., :, h:]
+    top = jnp.concatenate([c11, c12], axis=-1)
+    bottom = jnp.concatenate([jnp.swapaxes(c12, -1, -2), c22], axis=-1)
+    return jnp.concatenate([top, bottom], axis=-2)
+
+
+def _gram(x: jax.Array) -> jax.Array:
+    return _sym_matmul(x, jnp.swapaxes(x, -1, -2))
+
+
+def _newton_schulz(x: jax.Array, table: jax.Array) -> jax.Array:
+    """Standard iteration, 3 products per step (two of them symmetric): X ← aX + (bA + cA²)X, A = X Xᵀ."""
+
+    def step(x, abc):
+        a = _gram(x)
+        return abc[0] * x + (abc[1] * a + abc[2] * _gram(a)) @ x, None
+
+    return jax.lax.scan(step, x, table)[0]
+
+
+def _gram_newton_schulz(
+    x: jax.Array, table: jax.Array, restarts: tuple[int, ...]
+) -> jax.Array:
+    """Gram Newton–Schulz: X_k = Q_k X₀ with R = X Xᵀ, P = aI + bR + cR², Q ← PQ, R ← P(PR)."""
+    eye = jnp.eye(x.shape[-2], dtype=x.dtype)
+    poly = lambda r, abc: abc[0] * eye + abc[1] * r + abc[2] * _gram(r)  # noqa: E731 (R² = R Rᵀ)
+    bounds = [
+        0,
+        *sorted(k for k in set(restarts) if 0 < k < table.shape[0]),
+        table.shape[0],
+    ]
+    for start, stop in zip(bounds[:-1], bounds[1:]):
+        r = _gram(x)
+        q = poly(r, table[start])
+        if stop - start > 1:
+            r = _sym_matmul(q, _sym_matmul(q, r))
+
+            def step(carry, abc):
+                q, r = carry
+                p = poly(r, abc)
+                return (_sym_matmul(p, q), _sym_matmul(p, _sym_matmul(p, r))), None
+
+            q, r = jax.lax.scan(step, (q, r), table[start + 1 : stop - 1])[0]
+            q = _sym_matmul(poly(r, table[stop - 1]), q)
+        x = q @ x
+    return x
+
+
+def _svd_polar(x: jax.Array) -> jax.Array:
+    """Exact U Vᵀ from the reduced SVD; directions with σ ≤ n·eps·σ_max (including all of x = 0) map to 0."""
+    u, s, vh = jnp.linalg.svd(x, full_matrices=False)
+    tol = max(x.shape[-2:]) * jnp.finfo(x.dtype).eps * s[..., :1]
+    return (u * (s > tol)[..., None, :]) @ vh
+
+
+@functools.partial(jax.jit, static_argnames=("kind", "compute_dtype", "restarts"))
+def _orthogonalize(
+    x, table, scale, eps, *, kind: str, compute_dtype: str, restarts: tuple[int, ...]
+):
+    out_dtype = x.dtype
+    acc = jnp.float64 if compute_dtype == "float64" else jnp.float32
+    x = x.astype(acc)
+    if kind == "svd":
+        return _svd_polar(x).astype(out_dtype)
+    tall = x.shape[-2] > x.shape[-1]
+    if tall:  # work on the short side: A = X Xᵀ is the smaller Gram matrix
+        x = jnp.swapaxes(x, -1, -2)
+    norm = jnp.sqrt(jnp.sum(x * x, axis=(-2, -1), keepdims=True))
+    x = (x / (scale * norm + eps)).astype(compute_dtype)
+    table = table.astype(compute_dtype)
+    if kind == "gram":
+        x = _gram_newton_schulz(x, table, restarts)
+    else:
+        x = _newton_schulz(x, table)
+    if tall:
+        x = jnp.swapaxes(x, -1, -2)
+    return x.astype(out_dtype)
+
+
+def orthogonalize(
+    x: jax.Array,
+    method: str | ArrayLike = "polar_express",
+    steps: int | None = None,
+    *,
+    compute_dtype: str | None = None,
+    eps: float = 1e-7,
+) -> jax.Array:
+    """Approximate polar factor ``U Vᵀ`` of each matrix ``x[..., :, :] = U Σ Vᵀ`` (leading axes are batch axes).
+
+    Args:
+      x: array of shape (..., m, n); returns the same shape and dtype. ``x = 0`` gives exactly 0.
+      method: one of ``METHODS`` — ``"polar_express"`` (default; Gram-NS automatically when
+        max(m, n)/min(m, n) ≥ ``GRAM_ASPECT_RATIO``), ``"jordan"``, ``"you"`` (``steps=6`` selects ``"you6"``),
+        ``"newton_schulz"``, ``"newton_schulz_quintic"``, ``"gram_newton_schulz"`` (Polar Express polynomial),
+        ``"svd"`` (exact reference) — or a coefficient table of shape (steps, 3), applied with safety 1.
+      steps: static Python int; ``None`` means ``default_steps(method)``. Polar Express and single-row tables
+        repeat their last row; other tables allow at most their row count. Under ``optax.inject_hyperparams``
+        pass it in ``static_args``.
+      compute_dtype: dtype to iterate in: ``"float32"``, ``"bfloat16"`` (TPU default), ... ``None`` means float32
+        (float64 for float64 input). Normalization is always done in ≥ float32.
+      eps: added to the denominator s·‖x‖_F.
+    """
+    if isinstance(steps, jax.core.Tracer):
+        raise TypeError(
+            "`steps` must be a static Python int, got a traced value; under optax.inject_hyperparams pass "
+            "it in `static_args`."
+        )
+    x = jnp.asarray(x)
+    if x.ndim < 2:
+        raise ValueError(
+            f"orthogonalize needs an array of shape (..., m, n), got shape {x.shape}."
+        )
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        x = x.astype(jnp.float32)
+    if compute_dtype is None:
+        compute_dtype = "float64" if x.dtype == jnp.float64 else "float32"
+    compute_dtype = jnp.dtype(compute_dtype).name
+    name = method if isinstance(method, str) else None
+    if name is None:
+        table = np.asarray(method) if not isinstance(method, jax.Array) else method
+        if table.ndim != 2 or table.shape[1] != 3 or table.shape[0] < 1:
+            raise ValueError(
+                f"A coefficient table must have shape (steps, 3), got {table.shape}."
+            )
+    else:
+        _check_name(name)
+        if name == "you" and steps == 6:
+            name = "you6"
+        table = COEFFICIENTS.get(name)
+    steps = default_steps(method) if steps is None else operator.index(steps)
+    if name == "svd":
+        kind, table = "svd", np.zeros((1, 3))
+    else:
+        if steps < 1 or (steps > table.shape[0] and name not in _REPEATABLE):
+            raise ValueError(
+                f"steps={steps} is invalid for a table with {table.shape[0]} rows."
+            )
+        if steps > table.shape[0]:
+            table = np.concatenate(
+                [table, np.repeat(table[-1:], steps - table.shape[0], axis=0)]
+            )
+        table = table[:steps]
+        m, n = x.shape[-2:]
+        gram = name == "gram_newton_schulz" or (
+            name == "polar_express" and max(m, n) >= GRAM_ASPECT_RATIO * min(m, n)
+        )
+        kind = "gram" if gram else "ns"
+    low_precision = jnp.finfo(compute_dtype).bits < 32
+    restarts = (
+        ((2, 4) if compute_dtype == "bfloat16" else (2,)) if low_precision else ()
+    )
+    scale = _INPUT_SAFETY.get(name, 1.0)
+    return _orthogonalize(
+        x,
+        jnp.asarray(table),
+        scale,
+        eps,
+        kind=kind,
+        compute_dtype=compute_dtype,
+        restarts=restarts,
+    )
