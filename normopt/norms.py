@@ -1,0 +1,522 @@
+"""Norms with their dual norms and dualizations (Bernstein & Newhouse 2024, "Old optimizer, new norm").
+
+For a norm ‖·‖ with dual ‖g‖* = max_{‖t‖≤1} ⟨g, t⟩, the dualization is the maximiser
+
+    dualize(g) = argmax_{‖t‖≤1} ⟨g, t⟩,   so ⟨g, dualize(g)⟩ = ‖g‖*  and  ‖dualize(g)‖ = 1  (g ≠ 0),
+
+and ``dualize(0) = 0``. Steepest descent under ‖·‖ steps along −dualize(g). ⟨·,·⟩ is the Frobenius inner product.
+
+Vector norms (``l2, rms, linf, l1``) read the whole leaf as one vector. Matrix norms (``spectral, rms_to_rms,
+l1_to_rms, rms_to_linf``) read a leaf as ``[*batch, fan_in, fan_out]`` through :class:`~normopt.dims.MatrixDims`;
+each batch slice is its own matrix, and the leaf's norm is the max over slices (dual: the sum; dualize: per slice).
+
+bf16/fp16 inputs are computed in fp32 (fp64 stays fp64); ``dualize`` returns the input dtype, ``norm`` and
+``dual_norm`` return the computation dtype. Every division is guarded: inputs are first divided by their largest
+magnitude so that 1e-30 or 1e30 entries neither underflow nor overflow when squared.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from normopt import polar
+from normopt.dims import MatrixDims, MatrixLayout, layout, to_matrices
+
+SCALE_RULES: dict[str, Callable[[int, int], float]] = {
+    "none": lambda fan_in, fan_out: 1.0,
+    "spectral": lambda fan_in, fan_out: math.sqrt(fan_out / fan_in),
+    "jordan": lambda fan_in, fan_out: math.sqrt(max(1.0, fan_out / fan_in)),
+    "moonlight": lambda fan_in, fan_out: 0.2 * math.sqrt(max(fan_in, fan_out)),
+}
+"""Update scale rules for spectral dualization, ``(fan_in, fan_out) -> factor`` (REFERENCES §2):
+``spectral`` √(fan_out/fan_in) (RMS→RMS), ``jordan`` √max(1, fan_out/fan_in) (KellerJordan/Muon, optax default),
+``moonlight`` 0.2·√max(fan_in, fan_out) (Liu et al. 2025; matches AdamW's update RMS)."""
+
+
+def _compute_dtype(x: jax.Array) -> jnp.dtype:
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise TypeError(f"norms act on floating-point arrays, got dtype {x.dtype}")
+    return jnp.float64 if x.dtype == jnp.float64 else jnp.float32
+
+
+def _prescale(x: jax.Array, axis: Any = None) -> tuple[jax.Array, jax.Array]:
+    """Returns ``(x / s, s)`` with ``s = max|x|`` over ``axis`` (1 where x is all zero), in the compute dtype."""
+    x = x.astype(_compute_dtype(x))
+    s = jnp.max(jnp.abs(x), axis=axis, keepdims=True, initial=0.0)
+    s = jnp.where(s > 0, s, jnp.ones_like(s))
+    return x / s, s
+
+
+def _l2(x: jax.Array, axis: Any = None) -> jax.Array:
+    """‖x‖₂ over ``axis`` without overflow or underflow."""
+    y, s = _prescale(x, axis)
+    return jnp.squeeze(s * jnp.sqrt(jnp.sum(y * y, axis=axis, keepdims=True)), axis=axis)
+
+
+def _unit(x: jax.Array, axis: Any = None) -> jax.Array:
+    """x / ‖x‖₂ over ``axis`` in the compute dtype, with 0 ↦ 0."""
+    y, _ = _prescale(x, axis)
+    n = jnp.sqrt(jnp.sum(y * y, axis=axis, keepdims=True))
+    return jnp.where(n > 0, y / jnp.where(n > 0, n, 1.0), 0.0)
+
+
+class Norm:
+    """A norm on one parameter leaf: ``norm(x)``, ``dual_norm(g)`` and ``dualize(g)``."""
+
+    name: str = "norm"
+
+    def norm(self, x: jax.Array) -> jax.Array:
+        raise NotImplementedError
+
+    def dual_norm(self, g: jax.Array) -> jax.Array:
+        raise NotImplementedError
+
+    def dualize(self, g: jax.Array) -> jax.Array:
+        raise NotImplementedError
+
+    def check(self, shape: tuple[int, ...]) -> None:
+        """Raises ``ValueError`` if this norm cannot act on arrays of ``shape``."""
+
+    def describe(self, shape: tuple[int, ...]) -> dict[str, Any]:
+        """What ``normopt.describe`` prints for a leaf of ``shape``."""
+        return {"norm": self.name, "fan_in": "", "fan_out": "", "batch_axes": "", "scale": ""}
+
+
+@dataclasses.dataclass(frozen=True)
+class L2(Norm):
+    """Euclidean (Frobenius) norm: ‖x‖₂; dual ‖g‖₂; dualize g/‖g‖₂ (normalized SGD)."""
+
+    name = "l2"
+
+    def norm(self, x):
+        return _l2(x)
+
+    def dual_norm(self, g):
+        return _l2(g)
+
+    def dualize(self, g):
+        return _unit(g).astype(g.dtype)
+
+
+@dataclasses.dataclass(frozen=True)
+class RMS(Norm):
+    """RMS norm: ‖x‖₂/√n; dual √n·‖g‖₂; dualize √n·g/‖g‖₂ (entries of size O(1) at any width)."""
+
+    name = "rms"
+
+    def norm(self, x):
+        return _l2(x) / math.sqrt(max(x.size, 1))
+
+    def dual_norm(self, g):
+        return _l2(g) * math.sqrt(g.size)
+
+    def dualize(self, g):
+        return (_unit(g) * math.sqrt(g.size)).astype(g.dtype)
+
+
+@dataclasses.dataclass(frozen=True)
+class Linf(Norm):
+    """Max norm: maxᵢ|xᵢ|; dual ‖g‖₁; dualize sign(g) (sign descent)."""
+
+    name = "linf"
+
+    def norm(self, x):
+        return jnp.max(jnp.abs(x.astype(_compute_dtype(x))), initial=0.0)
+
+    def dual_norm(self, g):
+        y, s = _prescale(g)
+        return jnp.squeeze(s) * jnp.sum(jnp.abs(y))
+
+    def dualize(self, g):
+        _compute_dtype(g)
+        return jnp.sign(g)
+
+
+@dataclasses.dataclass(frozen=True)
+class L1(Norm):
+    """ℓ1 norm: Σᵢ|xᵢ|; dual ‖g‖∞; dualize sign(g_k)·e_k with k = argmax|g| (first on ties)."""
+
+    name = "l1"
+
+    def norm(self, x):
+        return Linf().dual_norm(x)
+
+    def dual_norm(self, g):
+        return Linf().norm(g)
+
+    def dualize(self, g):
+        _compute_dtype(g)
+        if g.size == 0:
+            return g
+        flat = g.reshape(-1)
+        k = jnp.argmax(jnp.abs(flat))
+        return jnp.zeros_like(flat).at[k].set(jnp.sign(flat[k])).reshape(g.shape)
+
+
+@dataclasses.dataclass(frozen=True)
+class MatrixNorm(Norm):
+    """Base of the matrix norms: per-slice values on ``[*batch, fan_in, fan_out]``, max/sum over slices."""
+
+    dims: MatrixDims | None = None
+
+    def check(self, shape):
+        layout(shape, self.dims)
+
+    def layout(self, shape: tuple[int, ...]) -> MatrixLayout:
+        return layout(shape, self.dims)
+
+    def scale(self, fan_in: int, fan_out: int) -> float:
+        """The factor by which this norm's unit ball is larger than the base norm's."""
+        return 1.0
+
+    def _slice_norm(self, m: jax.Array) -> jax.Array:
+        raise NotImplementedError
+
+    def _slice_dual(self, m: jax.Array) -> jax.Array:
+        raise NotImplementedError
+
+    def _slice_dualize(self, m: jax.Array) -> jax.Array:
+        raise NotImplementedError
+
+    def norm(self, x):
+        m, _ = to_matrices(x, self.dims)
+        return jnp.max(self._slice_norm(m), initial=0.0)
+
+    def dual_norm(self, g):
+        m, _ = to_matrices(g, self.dims)
+        return jnp.sum(self._slice_dual(m))
+
+    def dualize(self, g):
+        m, back = to_matrices(g, self.dims)
+        return back(self._slice_dualize(m)).astype(g.dtype)
+
+    def describe(self, shape):
+        lay = self.layout(shape)
+        return {
+            "norm": self.name,
+            "fan_in": lay.fan_in,
+            "fan_out": lay.fan_out,
+            "batch_axes": str(lay.batch_axes) if lay.batch_axes else "",
+            "scale": f"{self.scale(lay.fan_in, lay.fan_out):.4g}",
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class Spectral(MatrixNorm):
+    """Scaled spectral norm: ‖A‖ = σ_max(A)/c; dual c·Σσᵢ(G) (nuclear); dualize c·U Vᵀ (G = U Σ Vᵀ reduced).
+
+    ``scale`` picks c from the shape (:data:`SCALE_RULES`): ``"none"`` gives the spectral norm (spectral descent,
+    Carlson et al. 2015), ``"spectral"`` gives c = √(fan_out/fan_in), the RMS→RMS operator norm
+    √(fan_in/fan_out)·σ_max (Yang, Simon & Bernstein 2023). U Vᵀ comes from :func:`normopt.orthogonalize` with
+    ``method``/``steps``/``compute_dtype``; ``norm`` and ``dual_norm`` use an exact SVD (for checks, not steps).
+    """
+
+    scale_rule: str = "none"
+    method: Any = "polar_express"
+    steps: int | None = None
+    compute_dtype: str | None = None
+
+    def __post_init__(self):
+        if self.scale_rule not in SCALE_RULES:
+            raise ValueError(f"unknown scale rule {self.scale_rule!r}; choose one of {sorted(SCALE_RULES)}")
+
+    @property
+    def name(self):
+        return {"none": "spectral", "spectral": "rms_to_rms"}.get(self.scale_rule, f"spectral[{self.scale_rule}]")
+
+    def scale(self, fan_in, fan_out):
+        return SCALE_RULES[self.scale_rule](fan_in, fan_out)
+
+    def _c(self, m):
+        return self.scale(m.shape[-2], m.shape[-1])
+
+    def _slice_norm(self, m):
+        y, s = _prescale(m, axis=(-2, -1))
+        return jnp.linalg.matrix_norm(y, ord=2) * s[..., 0, 0] / self._c(m)
+
+    def _slice_dual(self, m):
+        y, s = _prescale(m, axis=(-2, -1))
+        return jnp.linalg.matrix_norm(y, ord="nuc") * s[..., 0, 0] * self._c(m)
+
+    def _slice_dualize(self, m):
+        y, _ = _prescale(m, axis=(-2, -1))
+        u = polar.orthogonalize(y, self.method, self.steps, compute_dtype=self.compute_dtype)
+        return u * self._c(m)
+
+
+@dataclasses.dataclass(frozen=True)
+class L1ToRMS(MatrixNorm):
+    """ℓ1→RMS operator norm (embeddings): maxᵢ rms(A[i,:]); dual Σᵢ √d_out·‖G[i,:]‖₂; dualize row i ↦
+    √d_out·G[i,:]/‖G[i,:]‖₂ (Bernstein & Newhouse 2024, "Modular duality in deep learning")."""
+
+    name = "l1_to_rms"
+
+    def scale(self, fan_in, fan_out):
+        return math.sqrt(fan_out)
+
+    def _slice_norm(self, m):
+        return jnp.max(_l2(m, axis=-1), axis=-1, initial=0.0) / math.sqrt(m.shape[-1])
+
+    def _slice_dual(self, m):
+        return jnp.sum(_l2(m, axis=-1), axis=-1) * math.sqrt(m.shape[-1])
+
+    def _slice_dualize(self, m):
+        return _unit(m, axis=-1) * math.sqrt(m.shape[-1])
+
+
+@dataclasses.dataclass(frozen=True)
+class RMSToLinf(MatrixNorm):
+    """RMS→ℓ∞ operator norm (output heads): maxⱼ √d_in·‖A[:,j]‖₂; dual Σⱼ ‖G[:,j]‖₂/√d_in; dualize column j ↦
+    G[:,j]/(√d_in·‖G[:,j]‖₂) (Bernstein & Newhouse 2024; Scion's "RowNorm", Pethick et al. 2025)."""
+
+    name = "rms_to_linf"
+
+    def scale(self, fan_in, fan_out):
+        return 1.0 / math.sqrt(fan_in)
+
+    def _slice_norm(self, m):
+        return jnp.max(_l2(m, axis=-2), axis=-1, initial=0.0) * math.sqrt(m.shape[-2])
+
+    def _slice_dual(self, m):
+        return jnp.sum(_l2(m, axis=-2), axis=-1) / math.sqrt(m.shape[-2])
+
+    def _slice_dualize(self, m):
+        return _unit(m, axis=-2) / math.sqrt(m.shape[-2])
+
+
+@dataclasses.dataclass(frozen=True)
+class Scaled(Norm):
+    """A norm whose unit ball has radius ρ: ‖x‖/ρ; dual ρ·‖g‖*; dualize ρ·dualize(g) (Scion's radius)."""
+
+    base: Norm
+    radius: Any = 1.0
+
+    @property
+    def name(self):
+        return self.base.name
+
+    def check(self, shape):
+        self.base.check(shape)
+
+    def norm(self, x):
+        return self.base.norm(x) / self.radius
+
+    def dual_norm(self, g):
+        return self.base.dual_norm(g) * self.radius
+
+    def dualize(self, g):
+        return (self.base.dualize(g) * self.radius).astype(g.dtype)
+
+    def describe(self, shape):
+        row = dict(self.base.describe(shape))
+        try:
+            factor = float(self.radius) * (float(row["scale"]) if row["scale"] != "" else 1.0)
+            row["scale"] = f"{factor:.4g}"
+        except TypeError:  # a traced radius (inside optax.inject_hyperparams)
+            row["scale"] = f"{row['scale'] or 1}·ρ"
+        return row
+
+
+def scaled(norm: Norm | str, radius: Any) -> Norm:
+    """``norm`` with a unit ball of radius ``radius`` (may be a traced hyperparameter)."""
+    return Scaled(get(norm), radius)
+
+
+def l2() -> Norm:
+    """Euclidean / Frobenius norm (normalized SGD)."""
+    return L2()
+
+
+def rms() -> Norm:
+    """RMS norm ‖x‖₂/√n (biases, gains)."""
+    return RMS()
+
+
+def linf() -> Norm:
+    """ℓ∞ norm (sign descent)."""
+    return Linf()
+
+
+def l1() -> Norm:
+    """ℓ1 norm (greedy coordinate descent)."""
+    return L1()
+
+
+def spectral(
+    dims: MatrixDims | None = None,
+    *,
+    scale: str = "none",
+    method: Any = "polar_express",
+    steps: int | None = None,
+    compute_dtype: str | None = None,
+) -> Norm:
+    """Spectral norm σ_max, optionally scaled by a shape rule (``scale`` in :data:`SCALE_RULES`)."""
+    return Spectral(dims, scale, method, steps, compute_dtype)
+
+
+def rms_to_rms(
+    dims: MatrixDims | None = None,
+    *,
+    method: Any = "polar_express",
+    steps: int | None = None,
+    compute_dtype: str | None = None,
+) -> Norm:
+    """RMS→RMS operator norm √(fan_in/fan_out)·σ_max (hidden layers; one learning rate across widths)."""
+    return Spectral(dims, "spectral", method, steps, compute_dtype)
+
+
+def l1_to_rms(dims: MatrixDims | None = None) -> Norm:
+    """ℓ1→RMS operator norm (embeddings: one-hot inputs)."""
+    return L1ToRMS(dims)
+
+
+def rms_to_linf(dims: MatrixDims | None = None) -> Norm:
+    """RMS→ℓ∞ operator norm (output heads, logits)."""
+    return RMSToLinf(dims)
+
+
+BY_NAME: dict[str, Callable[..., Norm]] = {
+    "l2": l2,
+    "rms": rms,
+    "linf": linf,
+    "l1": l1,
+    "spectral": spectral,
+    "rms_to_rms": rms_to_rms,
+    "l1_to_rms": l1_to_rms,
+    "rms_to_linf": rms_to_linf,
+}
+
+
+def get(name: str | Norm) -> Norm:
+    """Returns the norm called ``name`` (or ``name`` itself if it already is a Norm)."""
+    if isinstance(name, Norm):
+        return name
+    if not isinstance(name, str) or name not in BY_NAME:
+        raise ValueError(f"unknown norm {name!r}; choose one of {sorted(BY_NAME)} or pass a normopt.norms.Norm")
+    return BY_NAME[name]()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Norms over a parameter tree.
+
+NormSpec = Any
+"""One :class:`Norm` (or its name) for every leaf, a pytree of Norms/None that is a prefix of the parameters, or a
+callable ``(path, leaf) -> Norm | None`` where ``path`` is a tuple of strings such as ``("params", "Dense_0",
+"kernel")``. ``None`` leaves the leaf unchanged (identity)."""
+
+
+def path_names(path: tuple[Any, ...]) -> tuple[str, ...]:
+    """A jax key path as a tuple of plain strings."""
+    out = []
+    for k in path:
+        for attr in ("key", "name", "idx"):
+            if hasattr(k, attr):
+                out.append(str(getattr(k, attr)))
+                break
+        else:
+            out.append(str(k))
+    return tuple(out)
+
+
+def path_str(path: tuple[Any, ...]) -> str:
+    return "/".join(path_names(path)) or "<root>"
+
+
+def _is_norm_leaf(x: Any) -> bool:
+    return x is None or isinstance(x, (Norm, str))
+
+
+def resolve(spec: NormSpec, tree: Any) -> Any:
+    """The pytree of per-leaf Norms (or None) that ``spec`` assigns to ``tree``, checked leaf by leaf.
+
+    Raises ``ValueError``/``TypeError`` naming the leaf path when the trees do not match, a name is unknown, a leaf
+    is not floating point, or a norm cannot act on a leaf's shape.
+    """
+    leaves_with_path, treedef = jax.tree_util.tree_flatten_with_path(tree)
+    if callable(spec) and not isinstance(spec, Norm):
+        norms = [spec(path_names(p), x) for p, x in leaves_with_path]
+    elif _is_norm_leaf(spec):
+        norms = [spec] * len(leaves_with_path)
+    else:
+        try:
+            full = jax.tree.map(
+                lambda n, sub: jax.tree.map(lambda _: n, sub), spec, tree, is_leaf=_is_norm_leaf
+            )
+        except (ValueError, TypeError) as e:
+            raise ValueError(
+                "the tree of norms does not match the parameter tree (it must be a prefix of it): "
+                f"{e}. Give one Norm, a matching pytree, or a callable (path, leaf) -> Norm."
+            ) from None
+        norms = treedef.flatten_up_to(full)
+    out = []
+    for (p, x), n in zip(leaves_with_path, norms, strict=True):
+        where = path_str(p)
+        if n is None:
+            out.append(None)
+            continue
+        try:
+            n = get(n)
+        except ValueError as e:
+            raise ValueError(f"{where}: {e}") from None
+        if not jnp.issubdtype(jnp.result_type(x), jnp.floating):
+            raise TypeError(
+                f"{where}: dtype {jnp.result_type(x)} is not floating point; dualization needs float leaves. "
+                "Exclude it with optax.masked / optax.set_to_zero or give it the norm None."
+            )
+        try:
+            n.check(tuple(jnp.shape(x)))
+        except ValueError as e:
+            raise ValueError(f"{where} (shape {tuple(jnp.shape(x))}): {e}") from None
+        out.append(n)
+    return treedef.unflatten(out)
+
+
+def _map(f: Callable[..., Any], norms: Any, *trees: Any) -> Any:
+    return jax.tree.map(lambda n, *xs: xs[0] if n is None else f(n, *xs), norms, *trees, is_leaf=lambda x: x is None)
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightedMax:
+    """The weighted max ("modular") norm of a tree: ‖W‖ = max_l w_l·‖W_l‖_l (Large et al. 2024, "Scalable
+    optimization in the modular norm"); dual ‖G‖* = Σ_l ‖G_l‖*_l / w_l; dualize(G)_l = dualize_l(G_l) / w_l.
+
+    ``norms`` is a :data:`NormSpec`; ``weights`` is None (all 1) or a pytree of positive floats that is a prefix of
+    the parameters. Leaves whose norm is None do not take part.
+    """
+
+    norms: NormSpec
+    weights: Any = None
+
+    def _weights(self, tree):
+        if self.weights is None:
+            return jax.tree.map(lambda _: 1.0, tree)
+        try:
+            return jax.tree.map(lambda w, sub: jax.tree.map(lambda _: w, sub), self.weights, tree)
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"the tree of weights does not match the parameter tree: {e}") from None
+
+    def _triples(self, tree):
+        norms = jax.tree.leaves(resolve(self.norms, tree), is_leaf=lambda x: x is None)
+        return [(n, x, w) for n, x, w in zip(norms, jax.tree.leaves(tree), jax.tree.leaves(self._weights(tree)))
+                if n is not None]
+
+    def norm(self, tree):
+        return jnp.max(jnp.stack([n.norm(x) * w for n, x, w in self._triples(tree)]))
+
+    def dual_norm(self, tree):
+        return sum(n.dual_norm(g) / w for n, g, w in self._triples(tree))
+
+    def dualize(self, tree):
+        return _map(lambda n, g, w: n.dualize(g) / jnp.asarray(w, g.dtype), resolve(self.norms, tree), tree,
+                    self._weights(tree))
+
+
+def weighted_max(norms: NormSpec, weights: Any = None) -> WeightedMax:
+    """Combines per-leaf norms into the weighted max norm of the whole tree (see :class:`WeightedMax`)."""
+    return WeightedMax(norms, weights)

@@ -1,0 +1,123 @@
+"""Optax GradientTransformations: momentum and dualization (steepest descent under a chosen norm).
+
+Steepest descent under ‖·‖ (Bernstein & Newhouse 2024, "Old optimizer, new norm"):
+
+* constrained step (a linear minimisation oracle): argmin_{‖Δ‖≤η} ⟨g, Δ⟩ = −η·dualize(g);
+* regularized step: argmin_Δ ⟨g, Δ⟩ + (λ/2)‖Δ‖² = −(‖g‖*/λ)·dualize(g).
+
+:func:`dualize` produces ``dualize(g)`` (constrained) or ``‖g‖*·dualize(g)`` (regularized); the learning rate
+(η or 1/λ) and the sign come from ``optax.scale_by_learning_rate`` as usual.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from normopt import norms as norms_lib
+
+MODES = ("constrained", "regularized")
+
+
+def _inner(g: jax.Array, d: jax.Array) -> jax.Array:
+    """⟨g, d⟩ accumulated in fp32 (fp64 for fp64 inputs)."""
+    dtype = jnp.float64 if g.dtype == jnp.float64 else jnp.float32
+    return jnp.sum(g.astype(dtype) * d.astype(dtype))
+
+
+def dualize(norms: Any, mode: str = "constrained") -> optax.GradientTransformation:
+    """Maps each gradient leaf g_l to its steepest-descent direction under the chosen norm.
+
+    ``constrained``: u_l = dualize_l(g_l), the unit-norm direction of steepest ascent.
+    ``regularized``: u_l = ‖g_l‖*_l · dualize_l(g_l), per leaf; for a :func:`normopt.norms.weighted_max` norm the
+    whole tree shares one factor ‖g‖* = Σ_l ‖g_l‖*_l / w_l (a global coupling of the layers' step lengths).
+    The dual norm is computed as ⟨g, dualize(g)⟩, exact for exact dualizations and consistent with approximate ones.
+    With l2 the regularized mode is plain gradient descent.
+
+    Args:
+      norms: a :data:`normopt.norms.NormSpec` (one Norm or name, a pytree of Norms/None that is a prefix of the
+        params, or a callable ``(path, leaf) -> Norm | None``), or a :class:`normopt.norms.WeightedMax`.
+        Leaves whose norm is None pass through unchanged.
+      mode: ``"constrained"`` or ``"regularized"``.
+
+    Returns:
+      A stateless ``optax.GradientTransformation``; the updates keep each leaf's dtype.
+    """
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; choose one of {MODES}")
+    combined = isinstance(norms, norms_lib.WeightedMax)
+    spec = norms.norms if combined else norms
+
+    def init_fn(params):
+        norms_lib.resolve(spec, params)  # fail at init, with the leaf's path, rather than inside a jitted step
+        return optax.EmptyState()
+
+    def update_fn(updates, state, params=None):
+        del params
+        resolved = norms_lib.resolve(spec, updates)
+        if combined:
+            directions = norms.dualize(updates)
+        else:
+            directions = norms_lib._map(lambda n, g: n.dualize(g), resolved, updates)
+        if mode == "regularized":
+            leaves = [(g, d) for n, g, d in zip(jax.tree.leaves(resolved, is_leaf=lambda x: x is None),
+                                                  jax.tree.leaves(updates), jax.tree.leaves(directions))
+                      if n is not None]
+            if combined:
+                total = sum(_inner(g, d) for g, d in leaves)
+                directions = norms_lib._map(lambda n, d: (d * total).astype(d.dtype), resolved, directions)
+            else:
+                directions = norms_lib._map(lambda n, g, d: (d * _inner(g, d)).astype(d.dtype), resolved, updates,
+                                            directions)
+        return directions, state
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+class MomentumState(NamedTuple):
+    """State of :func:`momentum`."""
+
+    count: jax.Array  # shape=(), dtype=int32: number of updates so far
+    mu: optax.Updates  # like the params, dtype mu_dtype (default: the params' dtype): the EMA of gradients
+
+
+def momentum(beta: float = 0.9, *, nesterov: bool = False, debias: bool = True, mu_dtype: str | None = None
+             ) -> optax.GradientTransformation:
+    """Exponential moving average of gradients, optionally bias-corrected and Nesterov-style.
+
+        m_t = β·m_{t−1} + (1 − β)·g_t,   u_t = m̂_t  or (Nesterov)  u_t = β·m̂_{t+1}' + (1 − β)·ĝ_t,
+
+    where hats divide by (1 − β^t) when ``debias`` (the latter uses 1 − β^{t+1} for m, as optax.contrib.muon does,
+    so normopt.muon reproduces its updates). β = 0 gives u_t = g_t. optax has ``trace`` (no (1 − β), no bias
+    correction) and ``ema`` (no Nesterov); this is the combination Muon (Jordan 2024) and Scion use.
+
+    Args:
+      beta: decay rate in [0, 1); may be a traced hyperparameter.
+      nesterov: use the Nesterov look-ahead (static).
+      debias: divide by (1 − β^t) (static).
+      mu_dtype: dtype name of the EMA (e.g. ``"float32"`` for bf16 params); default the params' dtype.
+    """
+    mu_dtype = None if mu_dtype is None else jnp.dtype(mu_dtype)
+
+    def init_fn(params):
+        return MomentumState(jnp.zeros([], jnp.int32), optax.tree.zeros_like(params, dtype=mu_dtype))
+
+    def update_fn(updates, state, params=None):
+        del params
+        mu = optax.tree.update_moment(updates, state.mu, beta, 1)
+        count = optax.safe_increment(state.count)
+        if debias:
+            mu_hat = optax.tree.bias_correction(mu, beta, count)
+        else:
+            mu_hat = mu
+        if nesterov:
+            m_next = optax.tree.bias_correction(mu, beta, optax.safe_increment(count)) if debias else mu
+            g_hat = optax.tree.bias_correction(updates, beta, count) if debias else updates
+            mu_hat = jax.tree.map(lambda m, g: beta * m + (1 - beta) * g, m_next, g_hat)
+        mu_hat = jax.tree.map(lambda u, g: u.astype(g.dtype), mu_hat, updates)
+        return mu_hat, MomentumState(count, optax.tree.cast(mu, mu_dtype))
+
+    return optax.GradientTransformation(init_fn, update_fn)
