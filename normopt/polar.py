@@ -202,17 +202,15 @@ def _gram(x: jax.Array) -> jax.Array:
     return _sym_matmul(x, jnp.swapaxes(x, -1, -2))
 
 
-def _first_products(x: jax.Array, safety: jax.Array, tighten: bool) -> tuple[jax.Array, ...]:
-    """X, A = X Xᵀ and A² for the first step; with ``tighten``, rescale all three so that the Schatten-8 norm
-    ‖X‖_S8 = ‖A²‖_F^(1/4) = (Σσ⁸)^(1/8) ≥ σ_max becomes 1/safety. It is much closer to σ_max than ‖X‖_F, so
-    small singular values start higher (better accuracy at equal steps), at no extra product."""
+def _tightened(x: jax.Array, safety: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """X, A = X Xᵀ and A², rescaled so that the Schatten-8 norm ‖X‖_S8 = ‖A²‖_F^(1/4) = (Σσ⁸)^(1/8) ≥ σ_max
+    becomes 1/safety. It is much closer to σ_max than ‖X‖_F, so small singular values start higher (better
+    accuracy at equal steps), and costs no extra product: the first step needs A and A² anyway."""
     a = _gram(x)
     a2 = _sym_matmul(a, a)
-    if tighten:
-        s8 = jnp.sum(jnp.square(a2.astype(safety.dtype)), axis=(-2, -1), keepdims=True) ** 0.125
-        alpha = jnp.where(s8 > 0, 1 / (safety * jnp.where(s8 > 0, s8, 1)), 1).astype(x.dtype)
-        x, a, a2 = alpha * x, alpha**2 * a, alpha**4 * a2
-    return x, a, a2
+    s8 = jnp.sum(jnp.square(a2.astype(safety.dtype)), axis=(-2, -1), keepdims=True) ** 0.125
+    alpha = jnp.where(s8 > 0, 1 / (safety * jnp.where(s8 > 0, s8, 1)), 1).astype(x.dtype)
+    return alpha * x, alpha**2 * a, alpha**4 * a2
 
 
 def _newton_schulz(x: jax.Array, table: jax.Array, safety: jax.Array, tighten: bool) -> jax.Array:
@@ -221,12 +219,14 @@ def _newton_schulz(x: jax.Array, table: jax.Array, safety: jax.Array, tighten: b
     def step(x, abc, a=None, a2=None):
         if a is None:
             a = _gram(x)
-            a2 = _sym_matmul(a, a)
-        return abc[0] * x + (abc[1] * a + abc[2] * a2) @ x
+        ca2 = _sym_matmul(abc[2] * a, a) if a2 is None else abc[2] * a2  # (c·A)·A: optax's rounding order
+        return abc[0] * x + (abc[1] * a + ca2) @ x
 
-    x, a, a2 = _first_products(x, safety, tighten)
-    x = step(x, table[0], a, a2)
-    return jax.lax.scan(lambda x, abc: (step(x, abc), None), x, table[1:])[0]
+    if tighten:
+        x, a, a2 = _tightened(x, safety)
+        x = step(x, table[0], a, a2)
+        table = table[1:]
+    return jax.lax.scan(lambda x, abc: (step(x, abc), None), x, table)[0]
 
 
 def _gram_newton_schulz(
@@ -237,7 +237,11 @@ def _gram_newton_schulz(
     poly = lambda r, r2, abc: abc[0] * eye + abc[1] * r + abc[2] * r2
     bounds = [0, *sorted(k for k in set(restarts) if 0 < k < table.shape[0]), table.shape[0]]
     for start, stop in itertools.pairwise(bounds):
-        x, r, r2 = _first_products(x, safety, tighten and start == 0)
+        if tighten and start == 0:
+            x, r, r2 = _tightened(x, safety)
+        else:
+            r = _gram(x)
+            r2 = _sym_matmul(r, r)
         q = poly(r, r2, table[start])
         if stop - start > 1:
             r = _sym_matmul(q, _sym_matmul(q, r))
@@ -271,7 +275,7 @@ def _orthogonalize(x, table, scale, eps, *, kind: str, compute_dtype: str, tight
     if tall:  # work on the short side: A = X Xᵀ is the smaller Gram matrix
         x = jnp.swapaxes(x, -1, -2)
     scale = jnp.asarray(scale, acc)
-    norm = jnp.sqrt(jnp.sum(x * x, axis=(-2, -1), keepdims=True))
+    norm = jnp.linalg.norm(x, axis=(-2, -1), keepdims=True)
     x = (x / (scale * norm + eps)).astype(compute_dtype)
     table = table.astype(compute_dtype)
     if kind == "gram":
