@@ -5,9 +5,10 @@ choose the step size, apply weight decay. Sign SGD, normalized SGD, spectral des
 all come out of that one pipeline.
 """
 
-from normopt import init, mirror, norms, partition, polar, prox
+from normopt import init, mirror, norms, partition, polar, prox, sharding
 from normopt.alias import NormedTransformation, muon, normalized_sgd, scion, sign_sgd, steepest_descent
 from normopt.dims import MatrixDims
+from normopt.dion import dion, scale_by_dion
 from normopt.fadam import fadam, scale_by_fadam
 from normopt.mirror import exponentiated_gradient, mirror_descent, mirror_step
 from normopt.newton import newton, scale_by_newton
@@ -20,6 +21,9 @@ from normopt.transforms import MomentumState, dualize, momentum
 __version__ = "0.1.0"
 
 __all__ = [
+    "dion",
+    "scale_by_dion",
+    "sharding",
     "exponentiated_gradient",
     "fadam",
     "mirror",
