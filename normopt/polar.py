@@ -182,6 +182,7 @@ def polar_express_coefficients(
 
 # ----------------------------------------------------------------------------------------------------------- JAX
 _MIN_SPLIT = 384  # symmetric products are split into blocks while the output side is at least this
+_MAP_MIN = 64  # batches of matrices with at least this short side are iterated one matrix at a time
 
 
 def _sym_matmul(a: jax.Array, b: jax.Array) -> jax.Array:
@@ -275,13 +276,19 @@ def _orthogonalize(x, table, scale, eps, *, kind: str, compute_dtype: str, tight
     if tall:  # work on the short side: A = X Xᵀ is the smaller Gram matrix
         x = jnp.swapaxes(x, -1, -2)
     scale = jnp.asarray(scale, acc)
-    norm = jnp.linalg.norm(x, axis=(-2, -1), keepdims=True)
-    x = (x / (scale * norm + eps)).astype(compute_dtype)
     table = table.astype(compute_dtype)
-    if kind == "gram":
-        x = _gram_newton_schulz(x, table, scale, tighten, restarts)
+
+    def iterate(x):
+        x = (x / (scale * jnp.linalg.norm(x, axis=(-2, -1), keepdims=True) + eps)).astype(compute_dtype)
+        if kind == "gram":
+            return _gram_newton_schulz(x, table, scale, tighten, restarts)
+        return _newton_schulz(x, table, scale, tighten)
+
+    shape = x.shape
+    if x.ndim > 2 and shape[-2] >= _MAP_MIN:  # one matrix at a time: XLA:CPU's batched dot is ~25 % slower
+        x = jax.lax.map(iterate, x.reshape(-1, *shape[-2:])).reshape(shape)
     else:
-        x = _newton_schulz(x, table, scale, tighten)
+        x = iterate(x)
     if tall:
         x = jnp.swapaxes(x, -1, -2)
     return x.astype(out_dtype)

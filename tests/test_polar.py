@@ -146,6 +146,8 @@ def test_batch_axes_are_independent_slices():
         out = orthogonalize(x, method)
         per_slice = jnp.stack([orthogonalize(x[i, j], method) for i in range(3) for j in range(2)])
         np.testing.assert_allclose(out.reshape(6, 16, 8), per_slice, atol=2e-6)
+    x = jax.random.normal(jax.random.key(1), (2, 72, 64))  # large slices run one at a time (lax.map)
+    np.testing.assert_allclose(orthogonalize(x), jnp.stack([orthogonalize(x[0]), orthogonalize(x[1])]), atol=2e-6)
 
 
 @pytest.mark.parametrize("method", ["polar_express", "jordan", "svd"])
