@@ -134,7 +134,7 @@ def scale_by_dion(
             def f(g, buf, q):
                 m, back = to_matrices(buf.astype(jnp.float32) + g.astype(jnp.float32), dims(path, g))
                 fan_in, fan_out = m.shape[-2:]
-                tall = fan_in >= fan_out
+                tall = fan_in > fan_out  # square: PyTorch layout [out, in], as the reference code
                 m = m if tall else jnp.swapaxes(m, -1, -2)
                 d, m, q = _step(m, q, mu)
                 d, m = (d, m) if tall else (jnp.swapaxes(d, -1, -2), jnp.swapaxes(m, -1, -2))
