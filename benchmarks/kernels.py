@@ -162,11 +162,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small shapes, 3 repeats (~30 s)")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-    parser.add_argument("--repeats", type=int, default=None, help="timed rounds (default 9, quick 3)")
+    parser.add_argument("--repeats", type=int, default=None, help="timed rounds (default 7, quick 3)")
     parser.add_argument("--methods", nargs="+", default=METHODS)
     parser.add_argument("--out", default=str(pathlib.Path(__file__).parent / "results"), help="output folder")
     args = parser.parse_args(argv)
-    repeats = args.repeats or (3 if args.quick else 9)
+    repeats = args.repeats or (3 if args.quick else 7)
     shapes = QUICK_SHAPES if args.quick else FULL_SHAPES
     meta = {
         "command": "python benchmarks/kernels.py " + " ".join(sys.argv[1:] if argv is None else argv),
