@@ -1,0 +1,90 @@
+"""Shared pieces of the reliability tests (checkpoints, integrations, dtypes, adversarial input).
+
+A small parameter tree with every kind of leaf normopt reads differently (a Dense kernel, a bias, a stack of
+matrices, a conv kernel under a path containing "conv"), a deterministic loss, and every optimizer normopt ships,
+built from its public factory. Add new optimizers to ``OPTIMIZERS``: every reliability test runs over it.
+"""
+
+import functools
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import normopt
+
+
+def small_params(dtype=jnp.float32, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)  # numpy, not jax.random: compiling the PRNG costs seconds on CPU
+    normal = lambda shape, scale: jnp.asarray(rng.standard_normal(shape) * scale, dtype)
+    return {
+        "dense": {"kernel": normal((8, 16), 1 / 3), "bias": normal((16,), 1 / 3)},
+        "stack": normal((2, 8, 8), 1 / 3),
+        "conv": {"kernel": normal((3, 3, 4, 8), 1 / 6)},
+    }
+
+
+def loss(params: dict, step: jax.Array) -> jax.Array:
+    """A smooth non-quadratic loss whose gradient changes with ``step``, so momentum states keep evolving."""
+    total = 0.0
+    for i, leaf in enumerate(jax.tree.leaves(params)):
+        target = jnp.sin(jnp.arange(leaf.size, dtype=jnp.float32).reshape(leaf.shape) * (0.37 + i) + step)
+        x = leaf.astype(jnp.float32)
+        total = total + jnp.sum((x - target) ** 2) + 0.1 * jnp.sum(jnp.tanh(x) ** 4)
+    return total
+
+
+_grad = jax.jit(jax.grad(loss))
+
+
+def grads(params: dict, step) -> dict:
+    return _grad(params, jnp.asarray(step, jnp.float32))
+
+
+def _matrix_or_vector(path, leaf):
+    return "rms_to_rms" if leaf.ndim >= 2 else "rms"
+
+
+OPTIMIZERS: dict[str, Callable[..., optax.GradientTransformation]] = {
+    "muon": lambda lr=0.02, **kw: normopt.muon(lr, **({"weight_decay": 0.01} | kw)),
+    "scion": lambda lr=0.02, **kw: normopt.scion(lr, constrained=True, **kw),
+    "steepest_descent": lambda lr=0.02, **kw: normopt.steepest_descent(
+        lr, _matrix_or_vector, **({"momentum": 0.9, "nesterov": True, "weight_decay": 0.01} | kw)
+    ),
+    "sign_sgd": lambda lr=0.02, **kw: normopt.sign_sgd(lr, momentum=0.9, **kw),
+    "normalized_sgd": lambda lr=0.02, **kw: normopt.normalized_sgd(lr, momentum=0.9, **kw),
+    "dualize": lambda lr=0.02, **kw: optax.chain(
+        normopt.dualize(_matrix_or_vector, mode="regularized", **kw), optax.scale_by_learning_rate(lr)
+    ),
+    "momentum": lambda lr=0.02, **kw: optax.chain(
+        normopt.momentum(0.9, nesterov=True, **kw), optax.scale_by_learning_rate(lr)
+    ),
+}
+"""name -> factory(lr, **kwargs): every optimizer and transformation normopt ships, with momentum switched on
+where it has any (so that its state is not trivial)."""
+
+DECAY = {"muon": 0.01, "scion": 1.0, "steepest_descent": 0.01}
+"""Decoupled weight decay λ of each default optimizer above on its normed leaves (scion: constrained, λ = 1)."""
+
+WITH_MU_DTYPE = ("muon", "scion", "steepest_descent", "sign_sgd", "normalized_sgd", "momentum")
+"""Optimizers that take ``mu_dtype`` (the others are stateless)."""
+
+
+@functools.cache
+def optimizer(name: str) -> optax.GradientTransformation:
+    """The default optimizer called ``name``, one object per name so that jit caches are shared across tests."""
+    return OPTIMIZERS[name]()
+
+
+@functools.cache
+def update(name: str) -> Callable:
+    """``optimizer(name).update`` jitted as ``(params, state, grads) -> (updates, state)``, shared across tests
+    (compilations dominate the test time on CPU)."""
+    tx = optimizer(name)
+    return jax.jit(lambda params, state, g: tx.update(g, state, params))
+
+
+def is_finite(tree) -> bool:
+    return all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact))
