@@ -13,10 +13,11 @@ Protocol, identical for every optimizer:
   (``optax.inject_hyperparams``) and is set per grid point, so the grid never recompiles;
 * the same schedule multiplies every optimizer's learning rate: linear warm-up over the first 5 % of steps,
   then cosine decay to 0;
-* equal tuning budget: a grid of powers of 2 around each optimizer's usual learning rate, scored by the final
-  validation loss on seed 0; when the best point is on an edge the grid grows on that side (up to 4 points) until it
-  is interior; the best learning rate is then rerun on the other seeds and every reported number is the mean
-  (± standard deviation) over seeds;
+* equal tuning budget: a grid of powers of 2 around each optimizer's usual learning rate, each point scored by its
+  final validation loss (mean over the tuning seeds: seed 0, or seeds 0 and 1 where a suite sets ``tune_seeds=2``);
+  when the best point is on an edge the grid grows on that side (up to 4 points) until it is interior; the best
+  learning rate is then rerun on the other seeds and every reported number is the mean (± standard deviation) over
+  seeds;
 * steps-to-target: the first evaluation step at which the seed-mean validation curve reaches tuned AdamW's final
   seed-mean validation loss; the speed-up ratio is that step count over AdamW's own;
 * ms/step: wall time of the compiled chunks divided by the steps (evaluation and compilation excluded; compile
@@ -81,7 +82,9 @@ class Workload:
     steps: int
     eval_every: int
     grid: int = 5
+    tune_seeds: int = 1
     test: Callable[[Any, Any], dict[str, jax.Array]] | None = None
+    centres: dict[str, float] = dataclasses.field(default_factory=dict)  # grid centres overriding OPTIMIZERS'
     info: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
@@ -163,33 +166,38 @@ def _floats(metrics: dict[str, jax.Array]) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items()}
 
 
-def tune(runner: Runner, grid: int, progress: Any = None) -> tuple[dict[float, dict], list[float]]:
-    """Runs seed 0 on ``grid`` powers of 2 around the optimizer's centre, growing the grid on the side of an edge
-    optimum (at most :data:`MAX_EXTRA_POINTS` extra points). Returns ``{lr: run}`` and the sorted learning rates."""
-    centre = OPTIMIZERS[runner.name][1]
-    exponents = list(range(-(grid // 2), grid - grid // 2))
-    runs: dict[float, dict] = {}
+def score(runs: list[dict]) -> float:
+    """A grid point's score: the mean final validation loss over its tuning seeds (inf if any run diverged)."""
+    return float(np.mean([r["final"] for r in runs]))
 
-    def score(k: int) -> float:
-        return runs[centre * 2.0**k]["final"]
+
+def tune(runner: Runner, grid: int, seeds: int = 1, progress: Any = None) -> tuple[dict[float, list], list[float]]:
+    """Runs seeds ``0..seeds-1`` on ``grid`` powers of 2 around the optimizer's centre, growing the grid on the side
+    of an edge optimum (at most :data:`MAX_EXTRA_POINTS` extra points). Returns ``{lr: [run per seed]}`` and the
+    sorted learning rates."""
+    centre = runner.workload.centres.get(runner.name, OPTIMIZERS[runner.name][1])
+    exponents = list(range(-(grid // 2), grid - grid // 2))
+    runs: dict[float, list] = {}
 
     def visit(k: int) -> None:
         lr = centre * 2.0**k
         if lr not in runs:
-            runs[lr] = runner.run(lr, 0)
-            if progress is not None:
-                progress.set_postfix_str(f"{runner.name} lr={lr:.3g} loss={runs[lr]['final']:.4g}")
-                progress.update(1)
+            runs[lr] = []
+            for seed in range(seeds):
+                runs[lr].append(runner.run(lr, seed))
+                if progress is not None:
+                    progress.set_postfix_str(f"{runner.name} lr={lr:.3g} loss={runs[lr][-1]['final']:.4g}")
+                    progress.update(1)
 
     for k in exponents:
         visit(k)
     for _ in range(MAX_EXTRA_POINTS):
-        best = min(exponents, key=score)
-        if best not in (exponents[0], exponents[-1]) or not math.isfinite(score(best)):
+        best = min(exponents, key=lambda k: score(runs[centre * 2.0**k]))
+        if best not in (exponents[0], exponents[-1]) or not math.isfinite(score(runs[centre * 2.0**best])):
             break
         new = best - 1 if best == exponents[0] else best + 1
         if progress is not None:
-            progress.total += 1
+            progress.total += seeds
         visit(new)
         exponents = sorted(exponents + [new])
     return runs, sorted(runs)
@@ -204,47 +212,50 @@ def first_reach(steps: list[int], curve: list[float], target: float) -> int | No
 
 
 def benchmark(workload: Workload, optimizers: list[str], seeds: int, progress: Any = None) -> dict[str, Any]:
-    """Tunes every optimizer on ``workload``, reruns its best learning rate on ``seeds`` seeds, adds speed-ups."""
+    """Tunes every optimizer on ``workload`` (on its first ``workload.tune_seeds`` seeds), reruns its best learning
+    rate on the remaining seeds up to ``seeds``, adds speed-ups."""
     evaluate = jax.jit(workload.evaluate)
     test = None if workload.test is None else jax.jit(workload.test)
     results: dict[str, Any] = {}
     for name in optimizers:
         runner = Runner(workload, name, evaluate, test)
-        runs, lrs = tune(runner, workload.grid, progress)
-        best_lr = min(lrs, key=lambda lr: runs[lr]["final"])
-        seed_runs = [runs[best_lr]]
-        for seed in range(1, seeds):
+        runs, lrs = tune(runner, workload.grid, workload.tune_seeds, progress)
+        best_lr = min(lrs, key=lambda lr: score(runs[lr]))
+        seed_runs = list(runs[best_lr])
+        for seed in range(workload.tune_seeds, seeds):
             seed_runs.append(runner.run(best_lr, seed))
             if progress is not None:
                 progress.update(1)
         results[name] = summarise(runner, runs, lrs, best_lr, seed_runs)
+        results[name]["grid_centre"] = workload.centres.get(name, OPTIMIZERS[name][1])
     add_speedups(results)
     return {
         "workload": workload.name,
         "steps": workload.steps,
         "eval_every": workload.eval_every,
         "seeds": seeds,
+        "tune_seeds": workload.tune_seeds,
         "info": workload.info,
         "optimizers": results,
     }
 
 
 def summarise(runner: Runner, runs: dict, lrs: list[float], best_lr: float, seed_runs: list[dict]) -> dict:
-    """Grid, best learning rate and seed statistics of one optimizer."""
+    """Grid (scores over the tuning seeds), best learning rate and seed statistics of one optimizer."""
+    every_run = [r for grid_runs in runs.values() for r in grid_runs] + seed_runs[len(runs[best_lr]) :]
     finals = np.array([r["final"] for r in seed_runs])
     curves = [r["val_loss"] for r in seed_runs if not r["diverged"]]
     out = {
         "grid": [
-            {"lr": lr, "final_val_loss": _json_float(runs[lr]["final"]), "diverged": runs[lr]["diverged"]} for lr in lrs
+            {"lr": lr, "final_val_loss": _json_float(score(runs[lr])), "diverged": any(r["diverged"] for r in runs[lr])}
+            for lr in lrs
         ],
         "best_lr": best_lr,
         "interior": lrs[0] < best_lr < lrs[-1],
         "grid_points": len(lrs),
         "final_val_loss": _mean_std(finals),
         "final_train_loss": _mean_std(np.array([r["train_loss"][-1] for r in seed_runs])),
-        "ms_per_step": _mean_std(
-            np.array([r["ms_per_step"] for r in runs.values()] + [r["ms_per_step"] for r in seed_runs[1:]])
-        ),
+        "ms_per_step": _mean_std(np.array([r["ms_per_step"] for r in every_run])),
         "compile_s": runner.compile_s,
         "steps": seed_runs[0]["steps"],
         "val_curve_mean": np.mean(curves, axis=0).tolist() if len(curves) == len(seed_runs) else None,
@@ -420,28 +431,54 @@ def char_workload(
 # --------------------------------------------------------------------------------------------------------- suites
 
 SUITES = {
-    # steps, eval_every, grid size and model sizes per workload; "smoke" is the tiny suite the tests run. W4 feeds
-    # 14×14 average-pooled images (``pool=2``) so that width 512 stays affordable on a CPU.
+    # steps, eval_every, grid size, model sizes and grid centres (overriding OPTIMIZERS') per workload; "smoke" is
+    # the tiny suite the tests run. W4 feeds 14×14 average-pooled images (``pool=2``) in the quick suite so that
+    # width 512 stays affordable on a CPU.
     "smoke": {
         "seeds": 2,
         "w3": dict(dim=8, depth=3, cond=10.0, steps=40, eval_every=10, grid=3),
-        "w1": dict(widths=(32,), steps=40, eval_every=10, batch=64, validation=300, grid=3),
+        "w1": dict(
+            widths=(32,),
+            steps=40,
+            eval_every=10,
+            batch=64,
+            validation=300,
+            grid=3,
+            centres={"optax.adamw": 2.0**-5, "normopt.muon": 2.0**-2},
+        ),
         "w4": dict(widths=(16, 32), depth=1, steps=40, eval_every=20, batch=64, validation=300, grid=3),
         "w2": dict(steps=20, eval_every=10, dim=32, depth=1, context=16, batch=8, val_windows=16, grid=3),
     },
     "quick": {
         "seeds": 2,
-        "w3": dict(dim=32, depth=4, cond=100.0, steps=400, eval_every=20),
+        "w3": dict(dim=32, depth=4, cond=100.0, steps=400, eval_every=20, centres={"optax.adamw": 2.0**-5}),
         "w1": dict(widths=(128, 128), steps=500, eval_every=50),
-        "w4": dict(widths=(32, 64, 128, 256, 512), depth=2, pool=2, steps=150, eval_every=50, grid=7),
-        "w2": dict(steps=300, eval_every=25, dim=64, batch=32, val_windows=128, grid=5),
+        "w4": dict(
+            widths=(32, 64, 128, 256, 512),
+            depth=2,
+            pool=2,
+            steps=100,
+            eval_every=50,
+            grid=7,
+            centres={"optax.adamw": 2.0**-6, "normopt.muon": 2.0**-4, "normopt.scion": 2.0**-4},
+        ),
+        "w2": dict(steps=200, eval_every=20, dim=64, batch=16, val_windows=128, centres={"optax.adamw": 2.0**-6}),
     },
     "full": {
         "seeds": 3,
-        "w3": dict(dim=64, depth=6, cond=1000.0, steps=2000, eval_every=50, grid=7),
+        "w3": dict(dim=64, depth=6, cond=1000.0, steps=2000, eval_every=50, grid=7, centres={"optax.adamw": 2.0**-5}),
         "w1": dict(widths=(512, 512), steps=4000, eval_every=200, grid=7),
-        "w4": dict(widths=(32, 64, 128, 256, 512), depth=2, pool=1, steps=1000, eval_every=100, grid=7),
-        "w2": dict(steps=3000, eval_every=100, dim=128, batch=32, grid=7),
+        "w4": dict(
+            widths=(32, 64, 128, 256, 512),
+            depth=2,
+            pool=1,
+            steps=1000,
+            eval_every=100,
+            grid=7,
+            tune_seeds=2,
+            centres={"optax.adamw": 2.0**-7, "normopt.muon": 2.0**-4, "normopt.scion": 2.0**-4},
+        ),
+        "w2": dict(steps=3000, eval_every=100, dim=128, batch=32, grid=7, centres={"optax.adamw": 2.0**-7}),
     },
 }
 
@@ -449,16 +486,22 @@ SUITES = {
 def build(key: str, suite: dict, data_path: str | None, smoke: bool) -> list[Workload]:
     """The workloads of one suite entry (W4 gives one workload per width)."""
     cfg = dict(suite[key])
+    centres, tune_seeds = cfg.pop("centres", {}), cfg.pop("tune_seeds", 1)
     if key == "w3":
-        return [deep_linear_workload(**cfg)]
-    if key == "w2":
-        return [char_workload(data_lib.shakespeare(data_path), **cfg)]
-    split = data_lib.digits() if smoke else data_lib.fashion_mnist(data_path)
-    if key == "w1":
-        return [mlp_workload("w1_mlp", split, **cfg)]
-    widths, depth, pool = cfg.pop("widths"), cfg.pop("depth"), cfg.pop("pool", 1)
-    split = data_lib.average_pool(split, pool)
-    return [mlp_workload(f"w4_width_{w}", split, (w,) * depth, **cfg) for w in widths]
+        built = [deep_linear_workload(**cfg)]
+    elif key == "w2":
+        built = [char_workload(data_lib.shakespeare(data_path), **cfg)]
+    else:
+        split = data_lib.digits() if smoke else data_lib.fashion_mnist(data_path)
+        if key == "w1":
+            built = [mlp_workload("w1_mlp", split, **cfg)]
+        else:
+            widths, depth, pool = cfg.pop("widths"), cfg.pop("depth"), cfg.pop("pool", 1)
+            split = data_lib.average_pool(split, pool)
+            built = [mlp_workload(f"w4_width_{w}", split, (w,) * depth, **cfg) for w in widths]
+    for w in built:
+        w.centres, w.tune_seeds = dict(centres), tune_seeds
+    return built
 
 
 def run_suite(
@@ -503,7 +546,7 @@ def run_suite(
     start = time.perf_counter()
     for key in [w for w in ("w3", "w1", "w4", "w2") if w in workloads]:
         built = build(key, suite, data_path, suite_name == "smoke")
-        total = sum(w.grid + seeds - 1 for w in built) * len(optimizers)
+        total = sum(w.grid * w.tune_seeds + max(0, seeds - w.tune_seeds) for w in built) * len(optimizers)
         with tqdm(total=total, desc=key, unit="run", dynamic_ncols=True) as progress:
             for w in built:
                 report["workloads"][w.name] = benchmark(w, optimizers, seeds, progress)
@@ -550,6 +593,8 @@ def markdown(report: dict[str, Any]) -> str:
                 f"| {'–' if ratio is None else f'{ratio:.2f}'} | {r['ms_per_step']['mean']:.2f} "
                 f"| {r['compile_s']:.1f} |"
             )
+    if len(lines) == 2:
+        lines = []
     if widths:
         ws = sorted(next(iter(widths.values())))
         lines += [

@@ -7,6 +7,7 @@ import gzip
 import json
 import math
 import sys
+import types
 from pathlib import Path
 
 import jax
@@ -24,6 +25,7 @@ class FakeRunner:
 
     def __init__(self, name: str, best: float):
         self.name, self.best, self.calls = name, best, []
+        self.workload = types.SimpleNamespace(centres={})
 
     def run(self, lr: float, seed: int) -> dict:
         self.calls.append(lr)
@@ -35,7 +37,7 @@ def test_tune_grows_grid_until_best_is_interior(offset):
     centre = train.OPTIMIZERS["optax.adamw"][1]
     runner = FakeRunner("optax.adamw", centre * 2.0**offset)
     runs, lrs = train.tune(runner, grid=5)
-    best = min(lrs, key=lambda lr: runs[lr]["final"])
+    best = min(lrs, key=lambda lr: train.score(runs[lr]))
     assert best == pytest.approx(centre * 2.0**offset)
     assert lrs[0] < best < lrs[-1]
     assert len(runner.calls) == len(set(runner.calls)) == 5 + max(0, abs(offset) - 1)
@@ -48,6 +50,12 @@ def test_tune_stops_after_max_extra_points():
     runs, lrs = train.tune(runner, grid=3)
     assert len(lrs) == 3 + train.MAX_EXTRA_POINTS
     assert lrs[-1] == pytest.approx(centre * 2.0 ** (1 + train.MAX_EXTRA_POINTS))
+
+
+def test_tune_scores_the_mean_over_tuning_seeds():
+    runner = FakeRunner("optax.adamw", train.OPTIMIZERS["optax.adamw"][1])
+    runs, lrs = train.tune(runner, grid=3, seeds=2)
+    assert len(runner.calls) == 6 and all(len(runs[lr]) == 2 for lr in lrs)
 
 
 def test_speedup_ratio_from_curves():
