@@ -57,6 +57,12 @@ def inverse_root(matrix: jax.Array, p: int, eps: Any = 0.0) -> jax.Array:
     return (q * w_inv[..., None, :]) @ jnp.swapaxes(q, -1, -2)
 
 
+def _diagonal_step(g: jax.Array, h: jax.Array, eps: Any) -> jax.Array:
+    """(h + ε·max h)^{−1/2} ⊙ g, the 1-D analogue of the inverse root (0 where h + ε·max h = 0)."""
+    d = jnp.sqrt(h + eps * jnp.max(h, initial=0.0))
+    return jnp.where(d > 0, g / jnp.where(d > 0, d, 1.0), 0.0).astype(g.dtype)
+
+
 def scale_by_shampoo(beta: Any = 1.0, eps: Any = 1e-6, dims: MatrixDims | None = None) -> optax.GradientTransformation:
     """Shampoo's preconditioned direction u = L^{−1/4} G R^{−1/4} per matrix (module docstring).
 
@@ -89,17 +95,13 @@ def scale_by_shampoo(beta: Any = 1.0, eps: Any = 1e-6, dims: MatrixDims | None =
     def one(g, lft, rgt):
         if g.ndim < 2:
             h = beta * lft + jnp.square(g.astype(lft.dtype))
-            return _diag(g, h), h, rgt
+            return _diagonal_step(g, h, eps), h, rgt
         m, back = to_matrices(g.astype(lft.dtype), dims)
         mt = jnp.swapaxes(m, -1, -2)
         lft = beta * lft + m @ mt
         rgt = beta * rgt + mt @ m
         u = inverse_root(lft, 4, eps) @ m @ inverse_root(rgt, 4, eps)
         return back(u).astype(g.dtype), lft, rgt
-
-    def _diag(g, h):  # (h + ε·max h)^{−1/2} g, the 1-D analogue of the inverse root
-        d = jnp.sqrt(h + eps * jnp.max(h, initial=0.0))
-        return jnp.where(d > 0, g / jnp.where(d > 0, d, 1.0), 0.0).astype(g.dtype)
 
     def update_fn(updates, state, params=None):
         del params
