@@ -125,30 +125,30 @@ def _check_name(method: str) -> None:
         raise ValueError(f"Unknown orthogonalization method {method!r}; valid names: {', '.join(METHODS)}.")
 
 
-def _optimal_odd_polynomial(lo: float, hi: float, degree: int) -> np.ndarray:
-    """Minimax odd polynomial p(t) = Σⱼ cⱼ t^(2j+1) of ``degree`` approximating 1 on [lo, hi] (Remez exchange).
-
-    The error equioscillates at k + 1 = (degree + 3)/2 points: lo, the interior critical points of p, and hi.
-    """
+def _optimal_odd_polynomial(lo: float, hi: float, degree: int) -> tuple[np.ndarray, float]:
+    """Minimax odd polynomial p(t) = Σⱼ cⱼ t^(2j+1) of ``degree`` approximating 1 on [lo, hi] (Remez exchange),
+    and max p on [lo, hi]. The error equioscillates at k + 1 = (degree + 3)/2 points: lo, the interior critical
+    points of p, and hi."""
     k = (degree + 1) // 2
     powers = 2 * np.arange(k) + 1
     if lo / hi >= 1 - 5e-6:  # interval collapsed onto its midpoint: the Padé (Newton–Schulz) limit there
         pade = {3: [1.5, -0.5], 5: [15 / 8, -10 / 8, 3 / 8]}[degree]
-        return np.array(pade) / ((lo + hi) / 2) ** powers
+        return np.array(pade) / ((lo + hi) / 2) ** powers, 1.0
     pts = lo + (hi - lo) * (1 - np.cos(np.pi * np.arange(k + 1) / k)) / 2
     signs = (-1.0) ** np.arange(k + 1)
     err = np.inf
     for _ in range(100):
         system = np.column_stack([pts[:, None] ** powers, signs])
         *coef, new_err = np.linalg.solve(system, np.ones(k + 1))
-        coef = np.array(coef)
+        coef, err_changed, err = np.array(coef), abs(new_err - err), new_err
         # critical points: p'(t) = Σ (2j+1) cⱼ t^(2j) = 0, a polynomial in t².
-        crit = np.roots((powers * coef)[::-1]).real
-        pts = np.concatenate([[lo], np.sort(np.sqrt(crit[crit > 0])), [hi]])
-        if abs(new_err - err) <= 1e-15:
+        roots = np.roots((powers * coef)[::-1])
+        crit = np.sqrt(roots.real[(np.abs(roots.imag) < 1e-12) & (roots.real > 0)])
+        crit = np.sort(crit[(crit > lo) & (crit < hi)])
+        if err_changed <= 1e-15 or len(crit) != k - 1:
             break
-        err = new_err
-    return coef
+        pts = np.concatenate([[lo], crit, [hi]])
+    return coef, 1 + abs(err)
 
 
 def polar_express_coefficients(
@@ -174,10 +174,9 @@ def polar_express_coefficients(
     lo, hi = float(lower), 1.0
     rows = []
     for _ in range(steps):
-        coef = _optimal_odd_polynomial(max(lo, cushion * hi), hi, degree)
-        p = lambda t, coef=coef: sum(c * t ** (2 * j + 1) for j, c in enumerate(coef))
-        coef = coef * 2 / (p(lo) + p(hi))
-        lo = p(lo) * 2 / (p(lo) + p(hi))
+        coef, p_hi = _optimal_odd_polynomial(max(lo, cushion * hi), hi, degree)
+        p_lo = sum(c * lo ** (2 * j + 1) for j, c in enumerate(coef))
+        coef, lo = coef * 2 / (p_lo + p_hi), p_lo * 2 / (p_lo + p_hi)  # recentre: new [ℓ, u] = [ℓ', 2 − ℓ']
         hi = 2 - lo
         rows.append(np.pad(coef, (0, 3 - len(coef))))
     return _with_safety(np.array(rows), safety)
