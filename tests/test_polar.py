@@ -63,7 +63,7 @@ def test_generator_safety_and_options():
     np.testing.assert_allclose(safe[:-1], plain[:-1] / 1.01 ** np.array([1, 3, 5]), rtol=1e-14)
     np.testing.assert_array_equal(safe[-1], plain[-1])
     np.testing.assert_allclose(polar.COEFFICIENTS["polar_express"], polar_express_coefficients(8), atol=1e-9)
-    cubic = polar_express_coefficients(6, degree=3, safety=1.0)
+    cubic = polar_express_coefficients(20, degree=3, safety=1.0)
     assert np.all(cubic[:, 2] == 0) and np.allclose(cubic[-1], (1.5, -0.5, 0))
     # Each greedy row is the minimax polynomial: the composed map improves monotonically on [ℓ, 1].
     s = np.geomspace(1e-3, 1, 2001)
