@@ -70,3 +70,20 @@ def test_weight_decay_needs_params():
         tx.update(jnp.ones(2), tx.init(jnp.ones(2)))
     tx = normopt.fadam(0.1)  # a literal 0 needs none
     tx.update(jnp.ones(2), tx.init(jnp.ones(2)))
+
+
+@pytest.mark.parametrize(
+    "factory,kwargs",
+    [
+        (normopt.fadam, dict(learning_rate=0.1, b1=0.5, clip=0.3, weight_decay=0.1)),
+        (normopt.shampoo, dict(learning_rate=0.1, beta=0.5, eps=1e-3, weight_decay=0.1)),
+        (normopt.prox_l1, dict(strength=0.2, learning_rate=0.5)),
+    ],
+)
+def test_hyperparameters_may_arrive_traced(factory, kwargs):
+    params = {"w": jnp.arange(6.0).reshape(3, 2) / 5 - 0.4, "b": jnp.array([0.5, -0.05])}
+    grads = jax.tree.map(lambda x: 0.3 * x + 0.1, params)
+    plain, injected = factory(**kwargs), optax.inject_hyperparams(factory)(**kwargs)
+    u_plain, _ = plain.update(grads, plain.init(params), params)
+    u_injected, _ = injected.update(grads, injected.init(params), params)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), u_plain, u_injected)
