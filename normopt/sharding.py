@@ -25,7 +25,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding
+from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from normopt import norms as norms_lib
@@ -70,7 +70,7 @@ class LayerSharded:
         if picked:
             norms_picked = [norm_leaves[i] for i in picked]
             sources = [_matrix_spec(leaves[i], _spectral(n)[0].dims) for i, n in zip(picked, norms_picked, strict=True)]
-            spectral = norms_lib.on_auto_axes(
+            spectral = _on_auto_axes(
                 lambda gs: self._dualize_spectral(norms_picked, sources, gs), [leaves[i] for i in picked]
             )
             for i, d in zip(picked, spectral, strict=True):
@@ -118,7 +118,11 @@ class LayerSharded:
         matrices spread over the devices: stack, pad, exchange, compute, exchange back.
         """
         current = jax.sharding.get_abstract_mesh()  # inside auto_axes: the mesh with these axes switched to Auto
-        mesh = self.mesh if current.empty else current
+        mesh = (
+            current
+            if not current.empty
+            else Mesh(self.mesh.devices, self.mesh.axis_names, axis_types=(AxisType.Auto,) * len(self.mesh.axis_names))
+        )
 
         def place(x, hop):
             return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, P(*(a or None for a in hop))))
@@ -135,6 +139,16 @@ class LayerSharded:
             result = place(result, hop)
         offsets = np.cumsum([0] + [m.shape[0] for m in mats])
         return [result[a:b] for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
+
+
+def _on_auto_axes(f: Any, xs: list[jax.Array]) -> Any:
+    """``f(xs)`` with every Explicit mesh axis (of the context mesh or of ``xs``) switched to Auto inside ``f``
+    (sharding constraints may only name Auto axes), the results sharded like ``xs``."""
+    shardings = [jax.typeof(x).sharding for x in xs]
+    explicit = set(jax.sharding.get_abstract_mesh().explicit_axes).union(*(s.mesh.explicit_axes for s in shardings))
+    if not explicit:
+        return f(xs)
+    return jax.sharding.auto_axes(f, axes=tuple(sorted(explicit)), out_sharding=shardings)(xs)
 
 
 def _axis_names(entry: Any) -> tuple[str, ...]:
@@ -192,16 +206,21 @@ _SHAPE = re.compile(r"\b(" + "|".join(_DTYPE_BYTES) + r")\[([\d,]*)\]")
 
 def collectives(hlo_text: str) -> dict[str, dict[str, int]]:
     """Counts the collectives in compiled HLO (``jitted.lower(...).compile().as_text()``) and the bytes each
-    device receives from them: ``{op: {"count": k, "bytes": b}}``, where b sums each op's result shapes (the
-    per-device buffer; for an all-to-all or all-gather that is what crosses the network, up to the local 1/D).
+    device receives from them: ``{op: {"count": k, "bytes": b, "largest": l}}``, where b sums the ops' result
+    shapes (the per-device buffer; for an all-to-all or all-gather that is what crosses the network, up to the
+    local 1/D) and l is the largest single op's.
     """
-    out = {op: {"count": 0, "bytes": 0} for op in COLLECTIVES}
+    out = {op: {"count": 0, "bytes": 0, "largest": 0} for op in COLLECTIVES}
     for line in hlo_text.splitlines():
         match = _OP.search(line)
         if match is None:
             continue
         op = match.group(2)
+        size = sum(
+            _DTYPE_BYTES[dtype] * math.prod(int(d) for d in dims.split(",") if d)
+            for dtype, dims in _SHAPE.findall(match.group(1))
+        )
         out[op]["count"] += 1
-        for dtype, dims in _SHAPE.findall(match.group(1)):
-            out[op]["bytes"] += _DTYPE_BYTES[dtype] * math.prod(int(d) for d in dims.split(",") if d)
+        out[op]["bytes"] += size
+        out[op]["largest"] = max(out[op]["largest"], size)
     return out

@@ -1,6 +1,6 @@
 """Sharded-optimizer checks on 8 simulated CPU devices; run by tests/test_sharding.py in a subprocess.
 
-    XLA_FLAGS=--xla_force_host_platform_device_count=8 python tests/sharded_checks.py > results.json
+    XLA_FLAGS=--xla_force_host_platform_device_count=8 python tests/sharded_checks.py [--full] > results.json
 
 Prints one JSON object ``{check: {...measurements...}}``; the test file holds the assertions, so a failing check
 names itself. Every reference is computed on one device (no mesh) from the same inputs.
@@ -105,8 +105,11 @@ def specs_kept(params, tree):
     )
 
 
+KERNEL = {"method": "jordan"}  # one scan per kernel: the cheapest to compile (Gram-NS would add restarts)
+
+
 def vector_or_matrix(path, leaf):
-    return "rms_to_rms" if leaf.ndim >= 2 else "rms"
+    return normopt.norms.rms_to_rms(**KERNEL) if leaf.ndim >= 2 else "rms"
 
 
 def unsharded_transforms():
@@ -118,7 +121,8 @@ def unsharded_transforms():
         "l1": normopt.steepest_descent(0.1, "l1"),
         "rms_regularized": normopt.steepest_descent(1e-4, "rms", mode="regularized"),
         "weighted_max": normopt.steepest_descent(1e-3, weighted, mode="regularized"),
-        "muon": normopt.muon(0.1, weight_decay=0.1),
+        "muon": normopt.muon(0.1, weight_decay=0.1, **KERNEL),
+        "dion": normopt.dion(0.1, rank=4, weight_decay=0.1),
     }
 
 
@@ -126,7 +130,7 @@ def sharded_transforms(layer):
     """The transformations with a ``sharding=`` argument, layer-sharded, named like their references."""
     weighted = normopt.norms.weighted_max(vector_or_matrix, {k: 2.0 for k in fsdp_params(np.random.default_rng(0))[0]})
     return {
-        "scion": normopt.scion(0.1, constrained=True, sharding=layer),
+        "scion": normopt.scion(0.1, constrained=True, sharding=layer, **KERNEL),
         "weighted_max": optax.chain(normopt.dualize(weighted, "regularized", sharding=layer), optax.sgd(1e-3)),
     }
 
@@ -134,13 +138,13 @@ def sharded_transforms(layer):
 def reference_transforms():
     weighted = normopt.norms.weighted_max(vector_or_matrix, {k: 2.0 for k in fsdp_params(np.random.default_rng(0))[0]})
     return {
-        "scion": normopt.scion(0.1, constrained=True),
+        "scion": normopt.scion(0.1, constrained=True, **KERNEL),
         "weighted_max": optax.chain(normopt.dualize(weighted, "regularized"), optax.sgd(1e-3)),
     }
 
 
 def muon(layer):
-    return {"muon": normopt.muon(0.05, weight_decay=0.1, sharding=layer)}
+    return {"muon": normopt.muon(0.05, weight_decay=0.1, sharding=layer, **KERNEL)}
 
 
 def check(results, name, final, reference, start, params, state, hlo=None):
@@ -154,7 +158,8 @@ def check(results, name, final, reference, start, params, state, hlo=None):
         results[f"{name}/{k}"] = entry
 
 
-def main():
+def main(full: bool):
+    """``full`` also runs every transformation on the Auto mesh (slow: eager init of sharded state)."""
     results = {}
     shapes, values = fsdp_params(np.random.default_rng(0))
     start = jax.tree.map(jnp.asarray, values)
@@ -171,11 +176,15 @@ def main():
         with jax.set_mesh(mesh):
             params = put(mesh, shapes, values)
             layer = nsh.layer_sharded(mesh)
-            txs = {**unsharded_transforms(), **{f"{k}_layer": tx for k, tx in sharded_transforms(layer).items()}}
-            final, state, _ = train(txs, params, init_jit=mode == "explicit")
-            check(results, f"fsdp/{mode}", final, reference, start, params, state)
+            if mode == "explicit" or full:
+                txs = {**unsharded_transforms(), **{f"{k}_layer": tx for k, tx in sharded_transforms(layer).items()}}
+                final, state, _ = train(txs, params, init_jit=mode == "explicit")
+                check(results, f"fsdp/{mode}", final, reference, start, params, state)
             final, state, hlo = train({"muon_layer": muon(layer)["muon"]}, params, init_jit=mode == "explicit")
             check(results, f"fsdp/{mode}", final, reference, start, params, state, hlo)
+            if mode == "explicit":
+                final, state, hlo = train({"dion": unsharded_transforms()["dion"]}, params, init_jit=True)
+                check(results, "fsdp/explicit/hlo", final, reference, start, params, state, hlo)
     shapes, values = fsdp_tp_params(np.random.default_rng(1))
     start = jax.tree.map(jnp.asarray, values)
     reference, _, _ = train({"muon_layer": muon(None)["muon"]}, start)
@@ -188,4 +197,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    main("--full" in sys.argv)
