@@ -144,8 +144,10 @@ class LayerSharded:
 def _on_auto_axes(f: Any, xs: list[jax.Array]) -> Any:
     """``f(xs)`` with every Explicit mesh axis (of the context mesh or of ``xs``) switched to Auto inside ``f``
     (sharding constraints may only name Auto axes), the results sharded like ``xs``."""
+    context = jax.sharding.get_abstract_mesh()
     shardings = [jax.typeof(x).sharding for x in xs]
-    explicit = set(jax.sharding.get_abstract_mesh().explicit_axes).union(*(s.mesh.explicit_axes for s in shardings))
+    shardings = [NamedSharding(context, P()) if s.mesh.empty else s for s in shardings]  # unplaced: replicated
+    explicit = set(context.explicit_axes).union(*(s.mesh.explicit_axes for s in shardings))
     if not explicit:
         return f(xs)
     return jax.sharding.auto_axes(f, axes=tuple(sorted(explicit)), out_sharding=shardings)(xs)
