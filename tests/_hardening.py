@@ -61,15 +61,28 @@ OPTIMIZERS: dict[str, Callable[..., optax.GradientTransformation]] = {
     "momentum": lambda lr=0.02, **kw: optax.chain(
         normopt.momentum(0.9, nesterov=True, **kw), optax.scale_by_learning_rate(lr)
     ),
+    "dion": lambda lr=0.02, **kw: normopt.dion(lr, **({"weight_decay": 0.01} | kw)),
+    "fadam": lambda lr=0.02, **kw: normopt.fadam(lr, **kw),
+    "shampoo": lambda lr=0.02, **kw: normopt.shampoo(lr, **kw),
 }
 """name -> factory(lr, **kwargs): every optimizer and transformation normopt ships, with momentum switched on
 where it has any (so that its state is not trivial)."""
 
-DECAY = {"muon": 0.01, "scion": 1.0, "steepest_descent": 0.01}
+DECAY = {"muon": 0.01, "scion": 1.0, "steepest_descent": 0.01, "dion": 0.01}
 """Decoupled weight decay λ of each default optimizer above on its normed leaves (scion: constrained, λ = 1)."""
 
-WITH_MU_DTYPE = ("muon", "scion", "steepest_descent", "sign_sgd", "normalized_sgd", "momentum")
-"""Optimizers that take ``mu_dtype`` (the others are stateless)."""
+WITH_MU_DTYPE = ("muon", "scion", "steepest_descent", "sign_sgd", "normalized_sgd", "momentum", "dion")
+"""Optimizers that take ``mu_dtype``."""
+
+ADAMW_FALLBACK = ("muon", "dion")
+"""Optimizers that send vectors (< 2-D leaves) to optax's AdamW, with Adam's ε and its ν = g²."""
+
+SECOND_MOMENTS = ("fadam", "shampoo", *ADAMW_FALLBACK)
+"""Optimizers whose state holds squared gradients (Adam's ν, Shampoo's G Gᵀ): not scale-free, and in fp32 their
+squares underflow below |g| ≈ 1e-19 and overflow above ≈ 1e19 (see docs/reliability.md)."""
+
+FP32_STATE = ("shampoo", "dion")
+"""Optimizers that keep (part of) their state in fp32 whatever the params' dtype (Kronecker factors, Dion's Q)."""
 
 
 @functools.cache

@@ -6,13 +6,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from _hardening import DECAY, OPTIMIZERS, grads, is_finite, optimizer, small_params, update
+from _hardening import ADAMW_FALLBACK, DECAY, OPTIMIZERS, grads, is_finite, optimizer, small_params, update
 from conftest import polar_np, random_matrix
 
 import normopt
 from normopt import norms
 
-ALIASES = ("muon", "scion", "steepest_descent", "sign_sgd", "normalized_sgd")
+SCALE_FREE = ("muon", "scion", "steepest_descent", "sign_sgd", "normalized_sgd", "dion")
 
 
 def _reference_dualize(name: str, g: np.ndarray) -> np.ndarray:
@@ -55,7 +55,7 @@ def test_zero_gradients_give_a_zero_update(name):
     params = small_params()
     updates, state = update(name)(params, optimizer(name).init(params), jax.tree.map(jnp.zeros_like, params))
     for (path, u), p in zip(jax.tree_util.tree_flatten_with_path(updates)[0], jax.tree.leaves(params), strict=True):
-        decayed = name in DECAY and not (name == "muon" and p.ndim < 2)  # muon's AdamW fallback: no decay
+        decayed = name in DECAY and not (name in ADAMW_FALLBACK and p.ndim < 2)  # AdamW fallback: no decay
         expected = -0.02 * DECAY[name] * np.asarray(p) if decayed else np.zeros(p.shape)
         np.testing.assert_allclose(u, expected, rtol=1e-6, atol=0, err_msg=jax.tree_util.keystr(path))
     assert is_finite(state)
@@ -126,12 +126,12 @@ def test_tiny_and_huge_gradients_in_fp32(name, scale):
     np.testing.assert_allclose(dual / scale, np.sum(g * _reference_dualize(name, g)), rtol=1e-4)
 
 
-@pytest.mark.parametrize("name", ALIASES)
+@pytest.mark.parametrize("name", SCALE_FREE)
 def test_optimizers_are_scale_free_on_tiny_and_huge_gradients(name):
     """Constrained steepest descent is invariant to the gradient's scale: 1e±30 gradients give the update of
     the unit-scale gradient (momentum is linear, dualization 0-homogeneous, weight decay does not see g).
-    muon's AdamW fallback is optax's Adam (ε-dependent, and ν = g² overflows fp32 above ~1e19): it is only
-    required to stay finite."""
+    The AdamW fallback of muon and dion is optax's Adam (ε-dependent, and ν = g² overflows fp32 above ~1e19):
+    it is only required to stay finite. FAdam and Shampoo store squared gradients and are not scale-free."""
     params = small_params()
     g = grads(params, 0)
     state = optimizer(name).init(params)
@@ -140,7 +140,7 @@ def test_optimizers_are_scale_free_on_tiny_and_huge_gradients(name):
         u, new_state = update(name)(params, state, jax.tree.map(lambda x: x * scale, g))
         assert is_finite(u)
         for (path, a), b in zip(jax.tree_util.tree_flatten_with_path(u)[0], jax.tree.leaves(ref), strict=True):
-            if name == "muon" and a.ndim < 2:
+            if name in ADAMW_FALLBACK and a.ndim < 2:
                 continue
             np.testing.assert_allclose(a, b, rtol=2e-3, atol=1e-5, err_msg=f"{scale} {jax.tree_util.keystr(path)}")
 
@@ -168,7 +168,7 @@ def test_non_finite_gradients_propagate(name):
     assert not bool(jnp.all(jnp.isfinite(u["dense"]["bias"])))
 
 
-@pytest.mark.parametrize("name", ["muon", "sign_sgd"])
+@pytest.mark.parametrize("name", ["sign_sgd"])  # muon: tests/test_integrations.py
 def test_apply_if_finite_skips_non_finite_gradients(name):
     """The other half of the policy: wrapped in optax.apply_if_finite the step is skipped, state untouched."""
     params = small_params()

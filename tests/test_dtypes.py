@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from _hardening import OPTIMIZERS, WITH_MU_DTYPE, grads, is_finite, small_params
+from _hardening import ADAMW_FALLBACK, FP32_STATE, OPTIMIZERS, WITH_MU_DTYPE, grads, is_finite, small_params, update
 
 from normopt import norms
 
@@ -17,6 +17,9 @@ from normopt import norms
 PROMOTING = ("momentum", "dualize")
 # ‖u_low − u_fp32‖ / ‖u_fp32‖ per leaf: a few units of the dtype's resolution (sign SGD may flip a few tiny entries).
 TOLERANCE = {jnp.bfloat16: 0.08, jnp.float16: 0.02}
+# FAdam keeps and computes ν = EMA(g²) in the params' dtype (like optax.adam): in fp16 the small squares lose
+# precision to subnormals (documented in docs/reliability.md).
+FP16_TOLERANCE = {"fadam": 0.1}
 
 
 def _float_leaves(tree):
@@ -34,13 +37,15 @@ def test_updates_keep_the_parameter_dtype(name):
     for dtype in (jnp.float32, jnp.bfloat16, jnp.float16):
         params = small_params(dtype)
         g = jax.tree.map(lambda x, p: x.astype(p.dtype), grads(small_params(), 0), params)
-        step = _step(tx)
+        step = update(name) if dtype == jnp.float32 else _step(tx)  # fp32: the compilation other tests share
         state = tx.init(params)
-        assert {x.dtype for x in _float_leaves(state)} <= {jnp.dtype(dtype)}  # default state dtype: the params'
+        # Default state dtype: the params' (Kronecker factors and Dion's Q are fp32 by design).
+        allowed = {jnp.dtype(dtype), jnp.dtype(jnp.float32)} if name in FP32_STATE else {jnp.dtype(dtype)}
+        assert {x.dtype for x in _float_leaves(state)} <= allowed
         updates, state = step(params, state, g)
         want = jnp.promote_types(dtype, jnp.float32) if name in PROMOTING else jnp.dtype(dtype)
         assert {x.dtype for x in jax.tree.leaves(updates)} == {want}
-        assert {x.dtype for x in _float_leaves(state)} <= {jnp.dtype(dtype)}
+        assert {x.dtype for x in _float_leaves(state)} <= allowed
         assert is_finite(updates) and is_finite(state)
         if reference is None:
             reference = updates
@@ -50,12 +55,13 @@ def test_updates_keep_the_parameter_dtype(name):
             ):
                 u, r = np.asarray(u, np.float64), np.asarray(r, np.float64)
                 err = np.linalg.norm(u - r) / np.linalg.norm(r)
-                assert err < TOLERANCE[dtype], f"{name} {jnp.dtype(dtype).name} {jax.tree_util.keystr(path)}: {err}"
+                tol = FP16_TOLERANCE.get(name, TOLERANCE[dtype]) if dtype == jnp.float16 else TOLERANCE[dtype]
+                assert err < tol, f"{name} {jnp.dtype(dtype).name} {jax.tree_util.keystr(path)}: {err}"
         if dtype == jnp.float16:
             # Entries near the fp16 maximum (65504): momentum and dualization run in fp32 and do not overflow.
             big = jax.tree.map(lambda x: jnp.where(x >= 0, 6e4, -6e4).astype(x.dtype), g)
             updates, _ = step(params, tx.init(params), big)
-            if name == "muon":  # its AdamW fallback (optax.scale_by_adam) keeps ν = g² in fp16: use mu_dtype
+            if name in ADAMW_FALLBACK:  # optax.scale_by_adam keeps ν = g² in fp16: use mu_dtype (below)
                 updates = {k: v for k, v in updates.items() if k != "dense"}
             assert is_finite(updates)
 
