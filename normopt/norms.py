@@ -63,7 +63,19 @@ def _unit(x: jax.Array, axis: Any = None) -> jax.Array:
     """x / ‖x‖₂ over ``axis`` in the compute dtype, with 0 ↦ 0."""
     y, _ = _prescale(x, axis)
     n = jnp.sqrt(jnp.sum(y * y, axis=axis, keepdims=True))
-    return jnp.where(n > 0, y / jnp.where(n > 0, n, 1.0), 0.0)
+    return jnp.where(n == 0, 0.0, y / jnp.where(n == 0, 1.0, n))  # NaN/inf input stays NaN (never silently 0)
+
+
+def on_auto_axes(f: Callable[[Any], Any], x: Any) -> Any:
+    """``f(x)`` with the Explicit mesh axes of ``x`` switched to Auto inside ``f``, the result sharded like ``x``.
+
+    Matrix kernels contract and reshape sharded axes, which Explicit sharding rejects (``ShardingTypeError``); on
+    Auto axes the compiler places the collectives. Arrays without Explicit axes go straight to ``f``."""
+    shardings = jax.tree.map(lambda a: jax.typeof(a).sharding, x)
+    explicit = {ax for s in jax.tree.leaves(shardings) for ax in s.mesh.explicit_axes}
+    if not explicit:
+        return f(x)
+    return jax.sharding.auto_axes(f, axes=tuple(sorted(explicit)), out_sharding=shardings)(x)
 
 
 class Norm:
@@ -135,7 +147,7 @@ class Linf(Norm):
 
     def dualize(self, g):
         _compute_dtype(g)
-        return jnp.sign(g)
+        return jnp.where(jnp.isfinite(g), jnp.sign(g), jnp.nan)  # sign(±inf) = ±1 would hide a broken gradient
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,9 +166,14 @@ class L1(Norm):
         _compute_dtype(g)
         if g.size == 0:
             return g
-        flat = g.reshape(-1)
-        k = jnp.argmax(jnp.abs(flat))
-        return jnp.zeros_like(flat).at[k].set(jnp.sign(flat[k])).reshape(g.shape)
+
+        def lmo(g):
+            flat = g.reshape(-1)
+            k = jnp.argmax(jnp.abs(flat))
+            top = jnp.where(jnp.isfinite(flat[k]), jnp.sign(flat[k]), jnp.nan)  # NaN/inf stays visible
+            return jnp.zeros_like(flat).at[k].set(top).reshape(g.shape)
+
+        return on_auto_axes(lmo, g)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -185,16 +202,26 @@ class MatrixNorm(Norm):
         raise NotImplementedError
 
     def norm(self, x):
+        if x.size == 0:  # an empty matrix (a zero fan-in or fan-out) has norm 0 and does not move
+            return jnp.zeros([], _compute_dtype(x))
         m, _ = to_matrices(x, self.dims)
         return jnp.max(self._slice_norm(m), initial=0.0)
 
     def dual_norm(self, g):
+        if g.size == 0:
+            return jnp.zeros([], _compute_dtype(g))
         m, _ = to_matrices(g, self.dims)
         return jnp.sum(self._slice_dual(m))
 
     def dualize(self, g):
-        m, back = to_matrices(g, self.dims)
-        return back(self._slice_dualize(m)).astype(g.dtype)
+        if g.size == 0:
+            return g
+
+        def lmo(g):
+            m, back = to_matrices(g, self.dims)
+            return back(self._slice_dualize(m)).astype(g.dtype)
+
+        return on_auto_axes(lmo, g)
 
     def describe(self, shape):
         lay = self.layout(shape)
@@ -203,7 +230,7 @@ class MatrixNorm(Norm):
             "fan_in": lay.fan_in,
             "fan_out": lay.fan_out,
             "batch_axes": str(lay.batch_axes) if lay.batch_axes else "",
-            "scale": f"{self.scale(lay.fan_in, lay.fan_out):.4g}",
+            "scale": f"{self.scale(lay.fan_in, lay.fan_out) if lay.fan_in and lay.fan_out else 0.0:.4g}",
         }
 
 
@@ -225,6 +252,8 @@ class Spectral(MatrixNorm):
     def __post_init__(self):
         if self.scale_rule not in SCALE_RULES:
             raise ValueError(f"unknown scale rule {self.scale_rule!r}; choose one of {sorted(SCALE_RULES)}")
+        if isinstance(self.method, str):
+            polar.default_steps(self.method)  # an unknown method name fails here (at init), not inside jit
 
     @property
     def name(self):
@@ -412,7 +441,10 @@ callable ``(path, leaf) -> Norm | None`` where ``path`` is a tuple of strings su
 
 
 def path_names(path: tuple[Any, ...]) -> tuple[str, ...]:
-    """A jax key path as a tuple of plain strings."""
+    """A jax key path as a tuple of plain strings, without the trailing ``.value`` of a Flax NNX Variable (so
+    ``nnx.state(model)`` paths read like linen ones: ``("attn", "query", "kernel")``)."""
+    if path and isinstance(path[-1], jax.tree_util.GetAttrKey) and path[-1].name == "value":
+        path = path[:-1]
     out = []
     for k in path:
         for attr in ("key", "name", "idx"):
@@ -445,9 +477,7 @@ def resolve(spec: NormSpec, tree: Any) -> Any:
         norms = [spec] * len(leaves_with_path)
     else:
         try:
-            full = jax.tree.map(
-                lambda n, sub: jax.tree.map(lambda _: n, sub), spec, tree, is_leaf=_is_norm_leaf
-            )
+            full = jax.tree.map(lambda n, sub: jax.tree.map(lambda _: n, sub), spec, tree, is_leaf=_is_norm_leaf)
         except (ValueError, TypeError) as e:
             raise ValueError(
                 "the tree of norms does not match the parameter tree (it must be a prefix of it): "
@@ -503,8 +533,11 @@ class WeightedMax:
 
     def _triples(self, tree):
         norms = jax.tree.leaves(resolve(self.norms, tree), is_leaf=lambda x: x is None)
-        return [(n, x, w) for n, x, w in zip(norms, jax.tree.leaves(tree), jax.tree.leaves(self._weights(tree)))
-                if n is not None]
+        return [
+            (n, x, w)
+            for n, x, w in zip(norms, jax.tree.leaves(tree), jax.tree.leaves(self._weights(tree)), strict=True)
+            if n is not None
+        ]
 
     def norm(self, tree):
         return jnp.max(jnp.stack([n.norm(x) * w for n, x, w in self._triples(tree)]))
@@ -513,8 +546,9 @@ class WeightedMax:
         return sum(n.dual_norm(g) / w for n, g, w in self._triples(tree))
 
     def dualize(self, tree):
-        return _map(lambda n, g, w: n.dualize(g) / jnp.asarray(w, g.dtype), resolve(self.norms, tree), tree,
-                    self._weights(tree))
+        return _map(
+            lambda n, g, w: n.dualize(g) / jnp.asarray(w, g.dtype), resolve(self.norms, tree), tree, self._weights(tree)
+        )
 
 
 def weighted_max(norms: NormSpec, weights: Any = None) -> WeightedMax:

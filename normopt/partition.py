@@ -43,8 +43,9 @@ def first_match(patterns: Mapping[str, Any] | None, path: tuple[str, ...]) -> An
     return None
 
 
-def default_dims(path: tuple[str, ...], shape: tuple[int, ...], layout: Mapping[str, MatrixDims] | None = None
-                 ) -> MatrixDims | None:
+def default_dims(
+    path: tuple[str, ...], shape: tuple[int, ...], layout: Mapping[str, MatrixDims] | None = None
+) -> MatrixDims | None:
     """The :class:`MatrixDims` normopt reads a leaf with (None for leaves with fewer than 2 dimensions)."""
     chosen = first_match(layout, path)
     if chosen is not None or len(shape) < 2:
@@ -62,8 +63,9 @@ def default_dims(path: tuple[str, ...], shape: tuple[int, ...], layout: Mapping[
 
 
 def role(path: tuple[str, ...], leaf: Any) -> str:
-    """``"vector"`` (< 2 dims), ``"embedding"``, ``"head"`` or ``"hidden"`` from Flax parameter names."""
-    if jnp.ndim(leaf) < 2:
+    """``"vector"`` (< 2 dims, or named ``bias``: Flax attention biases are ``[heads, head_dim]``), ``"embedding"``,
+    ``"head"`` or ``"hidden"`` from Flax parameter names."""
+    if jnp.ndim(leaf) < 2 or (path and path[-1].lower() == "bias"):
         return "vector"
     if _search(EMBEDDING, path):
         return "embedding"
@@ -94,13 +96,12 @@ def labels(rule: Rule, tree: Any) -> Any:
 
 def norms_of(rule: Rule) -> Rule:
     """The rule restricted to norms (labels become None), for :func:`normopt.dualize` inside a partition."""
-    return lambda path, leaf: (lambda chosen: chosen if isinstance(chosen, norms_lib.Norm) else None)(
-        rule(path, leaf)
-    )
+    return lambda path, leaf: (lambda chosen: chosen if isinstance(chosen, norms_lib.Norm) else None)(rule(path, leaf))
 
 
-def describe(params: Any, optimizer_or_rules: Any, *, print_fn: Callable[[str], None] | None = print
-             ) -> list[dict[str, Any]]:
+def describe(
+    params: Any, optimizer_or_rules: Any, *, print_fn: Callable[[str], None] | None = print
+) -> list[dict[str, Any]]:
     """Prints (and returns) per leaf: path, shape, norm, fan-in/fan-out, batch axes and scale.
 
     ``optimizer_or_rules`` is a normopt optimizer (it carries its rule), a :data:`normopt.norms.NormSpec`, or a
@@ -125,8 +126,9 @@ def describe(params: Any, optimizer_or_rules: Any, *, print_fn: Callable[[str], 
             except ValueError as e:
                 raise ValueError(f"{row['path']} (shape {shape}): {e}") from None
         else:
-            row.update({"norm": "identity" if c is None else c, "fan_in": "", "fan_out": "", "batch_axes": "",
-                        "scale": ""})
+            row.update(
+                {"norm": "identity" if c is None else c, "fan_in": "", "fan_out": "", "batch_axes": "", "scale": ""}
+            )
         rows.append(row)
     if print_fn is not None:
         print_fn(_table(rows))

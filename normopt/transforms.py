@@ -28,7 +28,7 @@ def _inner(g: jax.Array, d: jax.Array) -> jax.Array:
     return jnp.sum(g.astype(dtype) * d.astype(dtype))
 
 
-def dualize(norms: Any, mode: str = "constrained") -> optax.GradientTransformation:
+def dualize(norms: Any, mode: str = "constrained", sharding: Any = None) -> optax.GradientTransformation:
     """Maps each gradient leaf g_l to its steepest-descent direction under the chosen norm.
 
     ``constrained``: u_l = dualize_l(g_l), the unit-norm direction of steepest ascent.
@@ -42,9 +42,12 @@ def dualize(norms: Any, mode: str = "constrained") -> optax.GradientTransformati
         params, or a callable ``(path, leaf) -> Norm | None``), or a :class:`normopt.norms.WeightedMax`.
         Leaves whose norm is None pass through unchanged.
       mode: ``"constrained"`` or ``"regularized"``.
+      sharding: None, or :func:`normopt.sharding.layer_sharded` to orthogonalize same-shape spectral leaves as
+        stacks whose whole matrices are spread over a mesh (same values; see :mod:`normopt.sharding`).
 
     Returns:
-      A stateless ``optax.GradientTransformation``; the updates keep each leaf's dtype.
+      A stateless ``optax.GradientTransformation``; constrained updates keep each leaf's dtype, regularized ones
+      are ≥ float32 (‖g‖*·dualize(g) can pass the fp16 maximum before the learning rate scales it down).
     """
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; choose one of {MODES}")
@@ -58,20 +61,33 @@ def dualize(norms: Any, mode: str = "constrained") -> optax.GradientTransformati
     def update_fn(updates, state, params=None):
         del params
         resolved = norms_lib.resolve(spec, updates)
-        if combined:
+        if sharding is not None:
+            directions = sharding.dualize(resolved, updates)
+            if combined:
+                directions = norms_lib._map(
+                    lambda n, d, w: d / jnp.asarray(w, d.dtype), resolved, directions, norms._weights(updates)
+                )
+        elif combined:
             directions = norms.dualize(updates)
         else:
             directions = norms_lib._map(lambda n, g: n.dualize(g), resolved, updates)
         if mode == "regularized":
-            leaves = [(g, d) for n, g, d in zip(jax.tree.leaves(resolved, is_leaf=lambda x: x is None),
-                                                  jax.tree.leaves(updates), jax.tree.leaves(directions))
-                      if n is not None]
+            leaves = [
+                (g, d)
+                for n, g, d in zip(
+                    jax.tree.leaves(resolved, is_leaf=lambda x: x is None),
+                    jax.tree.leaves(updates),
+                    jax.tree.leaves(directions),
+                )
+                if n is not None
+            ]
             if combined:
                 total = sum(_inner(g, d) for g, d in leaves)
-                directions = norms_lib._map(lambda n, d: (d * total).astype(d.dtype), resolved, directions)
+                directions = norms_lib._map(lambda n, d: d * total, resolved, directions)
             else:
-                directions = norms_lib._map(lambda n, g, d: (d * _inner(g, d)).astype(d.dtype), resolved, updates,
-                                            directions)
+                directions = norms_lib._map(
+                    lambda n, g, d: d * _inner(g, d), resolved, updates, directions
+                )
         return directions, state
 
     return optax.GradientTransformation(init_fn, update_fn)
@@ -84,8 +100,9 @@ class MomentumState(NamedTuple):
     mu: optax.Updates  # like the params, dtype mu_dtype (default: the params' dtype): the EMA of gradients
 
 
-def momentum(beta: float = 0.9, *, nesterov: bool = False, debias: bool = True, mu_dtype: str | None = None
-             ) -> optax.GradientTransformation:
+def momentum(
+    beta: float = 0.9, *, nesterov: bool = False, debias: bool = True, mu_dtype: str | None = None
+) -> optax.GradientTransformation:
     """Exponential moving average of gradients, optionally bias-corrected and Nesterov-style.
 
         m_t = β·m_{t−1} + (1 − β)·g_t,   u_t = m̂_t  or (Nesterov)  u_t = β·m̂_{t+1}' + (1 − β)·ĝ_t,
@@ -99,6 +116,9 @@ def momentum(beta: float = 0.9, *, nesterov: bool = False, debias: bool = True, 
       nesterov: use the Nesterov look-ahead (static).
       debias: divide by (1 − β^t) (static).
       mu_dtype: dtype name of the EMA (e.g. ``"float32"`` for bf16 params); default the params' dtype.
+
+    The arithmetic and the returned updates are in ≥ float32 (float64 stays float64), so fp16 gradients near the
+    fp16 maximum do not overflow; cast the final update back (the normopt aliases do) or let ``optax.apply_updates``.
     """
     mu_dtype = None if mu_dtype is None else jnp.dtype(mu_dtype)
 
@@ -107,7 +127,9 @@ def momentum(beta: float = 0.9, *, nesterov: bool = False, debias: bool = True, 
 
     def update_fn(updates, state, params=None):
         del params
-        mu = optax.tree.update_moment(updates, state.mu, beta, 1)
+        # Arithmetic in ≥ fp32: in fp16 the debiased g/(1 − β) overflows for |g| > 3.3e3 (β = 0.95).
+        grads = jax.tree.map(lambda g: g.astype(jnp.promote_types(g.dtype, jnp.float32)), updates)
+        mu = optax.tree.update_moment(grads, state.mu, beta, 1)
         count = optax.safe_increment(state.count)
         if debias:
             mu_hat = optax.tree.bias_correction(mu, beta, count)
@@ -115,9 +137,11 @@ def momentum(beta: float = 0.9, *, nesterov: bool = False, debias: bool = True, 
             mu_hat = mu
         if nesterov:
             m_next = optax.tree.bias_correction(mu, beta, optax.safe_increment(count)) if debias else mu
-            g_hat = optax.tree.bias_correction(updates, beta, count) if debias else updates
+            g_hat = optax.tree.bias_correction(grads, beta, count) if debias else grads
             mu_hat = jax.tree.map(lambda m, g: beta * m + (1 - beta) * g, m_next, g_hat)
-        mu_hat = jax.tree.map(lambda u, g: u.astype(g.dtype), mu_hat, updates)
-        return mu_hat, MomentumState(count, optax.tree.cast(mu, mu_dtype))
+        # mu_hat stays in ≥ fp32: at t = 1 the Nesterov value is ≈1.5·g, past the fp16 range for |g| > 4.4e4. The
+        # aliases cast each final update back to its gradient's dtype.
+        # The state keeps its dtype (mu_dtype, else the params'), so a step never changes the jit signature.
+        return mu_hat, MomentumState(count, jax.tree.map(lambda m, old: m.astype(old.dtype), mu, state.mu))
 
     return optax.GradientTransformation(init_fn, update_fn)
