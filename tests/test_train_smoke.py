@@ -122,6 +122,11 @@ def test_smoke_suite_end_to_end(tmp_path):
     assert "| w1_mlp | normopt.muon |" in train.markdown(report)
 
 
+def test_steps_override_must_fit_the_evaluation_interval(tmp_path):
+    with pytest.raises(ValueError, match="multiple of w3_deep_linear's eval_every=10"):
+        train.run_suite("smoke", ["w3"], ["optax.adamw"], out=tmp_path, steps=15)
+
+
 def test_idx_reader_matches_written_bytes(tmp_path):
     values = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
     header = bytes([0, 0, 0x08, 3]) + b"".join(int(n).to_bytes(4, "big") for n in values.shape)
