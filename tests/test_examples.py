@@ -31,10 +31,9 @@ def _load(name: str):
     return module
 
 
-@pytest.mark.parametrize("optimizer", ["muon", "scion"])
-def test_nnx_mlp_trains(optimizer):
+def test_nnx_mlp_trains():  # Scion with NNX runs in the notebook test
     result = _load("nnx_mlp").main(
-        ["--optimizer", optimizer, "--lr", "0.2", "--width", "16", "--steps", "25", "--batch", "32"]
+        ["--optimizer", "muon", "--lr", "0.2", "--width", "16", "--steps", "25", "--batch", "32"]
     )
     assert math.isfinite(result["train_loss"])
     assert result["train_loss"] < 0.7 * result["first_loss"], result
