@@ -54,6 +54,14 @@ def test_linen_char_transformer_rejects_a_too_short_text(tmp_path):
         _load("linen_char_transformer").main(["--text", str(short), "--seq-len", "16"])
 
 
+def test_demo_digits_runs(monkeypatch, tmp_path, capsys):
+    out = tmp_path / "demo.png"
+    monkeypatch.setattr(sys, "argv", ["demo_digits.py", "--steps", "3", "--batch", "16", "--out", str(out)])
+    _load("demo_digits").main()
+    table = [line for line in capsys.readouterr().out.splitlines() if line.startswith("|")]
+    assert len(table) == 2 + 4 and out.exists()  # header, rule and one row per optimizer; the loss plot
+
+
 def test_colab_notebook_runs_on_cpu(monkeypatch):
     matplotlib.use("Agg")
     monkeypatch.setenv("NORMOPT_TINY", "1")
