@@ -71,9 +71,6 @@ where it has any (so that its state is not trivial)."""
 DECAY = {"muon": 0.01, "scion": 1.0, "steepest_descent": 0.01, "dion": 0.01}
 """Decoupled weight decay λ of each default optimizer above on its normed leaves (scion: constrained, λ = 1)."""
 
-WITH_MU_DTYPE = ("muon", "scion", "steepest_descent", "sign_sgd", "normalized_sgd", "momentum", "dion")
-"""Optimizers that take ``mu_dtype``."""
-
 ADAMW_FALLBACK = ("muon", "dion")
 """Optimizers that send vectors (< 2-D leaves) to optax's AdamW, with Adam's ε and its ν = g²."""
 

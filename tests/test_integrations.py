@@ -15,7 +15,8 @@ from flax.training import train_state
 
 import normopt
 
-ALIASES = ("muon", "scion", "steepest_descent", "sign_sgd", "normalized_sgd", "dion", "fadam", "shampoo")
+# sign_sgd and normalized_sgd are steepest_descent with a fixed norm: the same plumbing.
+ALIASES = ("muon", "scion", "steepest_descent", "dion", "fadam", "shampoo")
 
 
 def _close(a, b, rtol=1e-5, atol=1e-7):
@@ -72,21 +73,27 @@ def test_inject_beta_and_weight_decay_between_steps():
     assert update._cache_size() == 1
 
 
-def test_inject_steps_must_be_static():
-    params = small_params()
-    default = optax.inject_hyperparams(normopt.muon)(learning_rate=0.1)  # steps=None stays static
-    u, _ = jax.jit(default.update)(grads(params, 0), default.init(params), params)
-    sv = np.linalg.svd(np.asarray(u["dense"]["kernel"]) / (-0.1 * np.sqrt(2)), compute_uv=False)
-    assert np.all(np.abs(sv - 1) < 0.2)  # five steps: every singular value near 1
+def _polar_singular_values(u, params, lr=0.02, weight_decay=0.01):
+    """Singular values of muon's polar factor in the dense kernel's update u = −η·(√(16/8)·polar + λ·p)."""
+    polar = -(np.asarray(u["dense"]["kernel"]) / lr + weight_decay * np.asarray(params["dense"]["kernel"]))
+    return np.linalg.svd(polar / np.sqrt(2), compute_uv=False)
 
+
+def test_inject_steps_must_be_static():
+    params, g = small_params(), grads(small_params(), 0)
     traced = optax.inject_hyperparams(normopt.muon)(learning_rate=0.1, steps=3)
     with pytest.raises(TypeError, match="static_args"):
-        jax.jit(traced.update)(grads(params, 0), traced.init(params), params)
+        jax.jit(traced.update)(g, traced.init(params), params)
 
-    static = optax.inject_hyperparams(normopt.muon, static_args=("steps",))(learning_rate=0.1, steps=1)
-    u, _ = jax.jit(static.update)(grads(params, 0), static.init(params), params)
-    # One Polar Express step leaves the singular values far from 1: the static steps=1 really reached the kernel.
-    sv = np.linalg.svd(np.asarray(u["dense"]["kernel"]) / (-0.1 * np.sqrt(2)), compute_uv=False)
+    # The default steps=None needs no static_args (test_inject_learning_rate_without_recompiling); five
+    # Polar Express steps put every singular value near 1, one step leaves them spread: steps reached the kernel.
+    u, _ = update("muon")(params, optimizer("muon").init(params), g)
+    assert np.all(np.abs(_polar_singular_values(u, params) - 1) < 0.2)
+    static = optax.inject_hyperparams(normopt.muon, static_args=("steps",))(
+        learning_rate=0.02, steps=1, weight_decay=0.01
+    )
+    u, _ = jax.jit(static.update)(g, static.init(params), params)
+    sv = _polar_singular_values(u, params)
     assert sv.max() - sv.min() > 0.2
 
 
