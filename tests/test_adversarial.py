@@ -206,7 +206,7 @@ def test_empty_and_scalar_leaves(name):
 
 # ------------------------------------------------------------------------------------- integer and bool leaves
 @pytest.mark.parametrize("bad", [jnp.zeros((3,), jnp.int32), jnp.zeros((4, 4), jnp.bool_)])
-@pytest.mark.parametrize("name", sorted(set(OPTIMIZERS) - {"momentum"}))
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
 def test_integer_and_boolean_leaves_raise_naming_the_path(name, bad):
     params = {"layer": {"kernel": jnp.ones((4, 4)), "counter": bad}}
     with pytest.raises(TypeError) as info:
