@@ -29,7 +29,7 @@ from jax.sharding import PartitionSpec as P
 
 from normopt import norms as norms_lib
 from normopt import partition
-from normopt.alias import MUON_FALLBACK, NormedTransformation, _weight_decay, _with_rule
+from normopt.alias import MUON_FALLBACK, NormedTransformation, _state_in, _weight_decay, _with_rule
 from normopt.dims import MatrixDims, to_matrices
 from normopt.dims import layout as matrix_layout
 
@@ -64,9 +64,9 @@ def _step(m: jax.Array, q: jax.Array, mu: Any) -> tuple[jax.Array, jax.Array, ja
     r = t(m) @ p
     m = m - (1 - mu) * (p @ t(r))
     norm = jnp.sqrt(jnp.sum(r * r, axis=-2, keepdims=True))
-    live = norm > 0
-    q_dir = jnp.where(live, r / jnp.where(live, norm, 1.0), 0.0)
-    return p @ t(q_dir), m, jnp.where(live, q_dir, q)
+    dead = norm == 0  # a NaN/inf column stays NaN (visible to apply_if_finite), never a silent zero step
+    q_dir = jnp.where(dead, 0.0, r / jnp.where(dead, 1.0, norm))
+    return p @ t(q_dir), m, jnp.where(dead, q, q_dir)
 
 
 def _on_mesh(f: Any, g: jax.Array, buf: jax.Array, q: jax.Array) -> Any:
@@ -131,12 +131,20 @@ def scale_by_dion(
         del params
 
         def leaf(path, g, buf, q):
+            if g.size == 0:  # an empty matrix has no direction (and a zero fan-in would divide by 0)
+                return g, buf, q
+
             def f(g, buf, q):
                 m, back = to_matrices(buf.astype(jnp.float32) + g.astype(jnp.float32), dims(path, g))
                 fan_in, fan_out = m.shape[-2:]
                 tall = fan_in > fan_out  # square: PyTorch layout [out, in], as the reference code
                 m = m if tall else jnp.swapaxes(m, -1, -2)
-                d, m, q = _step(m, q, mu)
+                # QR and the column norms square entries: run on M / max|M| (the step is 0-homogeneous in M and the
+                # error feedback linear), so that 1e-30 or 1e30 entries neither underflow nor overflow.
+                s = jnp.max(jnp.abs(m), axis=(-2, -1), keepdims=True)
+                s = jnp.where(s > 0, s, 1.0)
+                d, m, q = _step(m / s, q, mu)
+                m = m * s
                 d, m = (d, m) if tall else (jnp.swapaxes(d, -1, -2), jnp.swapaxes(m, -1, -2))
                 c = norms_lib.SCALE_RULES[scale](fan_in, fan_out)
                 return (back(d) * c).astype(g.dtype), back(m).astype(buf.dtype), q
@@ -198,10 +206,10 @@ def dion(
         _weight_decay(weight_decay),
         optax.scale_by_learning_rate(learning_rate),
     )
-    adam = optax.chain(
+    adam = _state_in(mu_dtype, optax.chain(
         optax.scale_by_adam(b1=adam_b1, b2=adam_b2, eps=adam_eps, mu_dtype=mu_dtype),
         _weight_decay(adam_weight_decay),
         optax.scale_by_learning_rate(learning_rate if adam_learning_rate is None else adam_learning_rate),
-    )
+    ))
     tx = optax.partition({"dion": matrices, "adamw": adam}, lambda params: partition.labels(rule, params))
     return _with_rule(tx, rule)

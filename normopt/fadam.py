@@ -23,6 +23,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from normopt import norms as norms_lib
+from normopt import partition
+
 
 class ScaleByFAdamState(NamedTuple):
     """State of :func:`scale_by_fadam`."""
@@ -42,7 +45,7 @@ def _clip_rms(x: jax.Array, clip: Any) -> jax.Array:
 
 def _div(x: jax.Array, d: jax.Array) -> jax.Array:
     """x / d with 0 where d = 0 (f = 0 and ε_t = 0 happen only where the whole leaf's gradient is 0)."""
-    return jnp.where(d > 0, x / jnp.where(d > 0, d, 1.0), 0.0)
+    return jnp.where(d == 0, 0.0, x / jnp.where(d == 0, 1.0, d))  # NaN stays NaN (never a silent 0 step)
 
 
 def scale_by_fadam(
@@ -68,6 +71,8 @@ def scale_by_fadam(
     decay = not (isinstance(weight_decay, (int, float)) and weight_decay == 0)
 
     def init_fn(params):
+        for path, x in jax.tree_util.tree_flatten_with_path(params)[0]:
+            partition.check_float(norms_lib.path_names(path), x)  # a TypeError naming the leaf, not a silent step
         zeros = optax.tree.zeros_like(params)
         return ScaleByFAdamState(jnp.zeros([], jnp.int32), zeros, zeros)
 

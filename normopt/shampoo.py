@@ -30,6 +30,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from normopt import norms as norms_lib
+from normopt import partition
 from normopt.dims import MatrixDims, to_matrices
 
 
@@ -37,7 +39,7 @@ class ShampooState(NamedTuple):
     """State of :func:`scale_by_shampoo`; ``left``/``right`` are per leaf."""
 
     left: optax.Updates  # per leaf [*batch, fan_in, fan_in] fp32 (fp64 for fp64); [*shape] (Σ g²) for < 2-D leaves
-    right: optax.Updates  # per leaf [*batch, fan_out, fan_out]; shape (0,) placeholder for < 2-D leaves
+    right: optax.Updates  # per leaf [*batch, fan_out, fan_out]; shape () placeholder for < 2-D leaves
 
 
 def _dtype(x: jax.Array) -> jnp.dtype:
@@ -60,7 +62,7 @@ def inverse_root(matrix: jax.Array, p: int, eps: Any = 0.0) -> jax.Array:
 def _diagonal_step(g: jax.Array, h: jax.Array, eps: Any) -> jax.Array:
     """(h + ε·max h)^{−1/2} ⊙ g, the 1-D analogue of the inverse root (0 where h + ε·max h = 0)."""
     d = jnp.sqrt(h + eps * jnp.max(h, initial=0.0))
-    return jnp.where(d > 0, g / jnp.where(d > 0, d, 1.0), 0.0).astype(g.dtype)
+    return jnp.where(d == 0, 0.0, g / jnp.where(d == 0, 1.0, d)).astype(g.dtype)  # NaN stays NaN, never a 0 step
 
 
 def scale_by_shampoo(beta: Any = 1.0, eps: Any = 1e-6, dims: MatrixDims | None = None) -> optax.GradientTransformation:
@@ -78,6 +80,9 @@ def scale_by_shampoo(beta: Any = 1.0, eps: Any = 1e-6, dims: MatrixDims | None =
     """
 
     def init_fn(params):
+        for path, x in jax.tree_util.tree_flatten_with_path(params)[0]:
+            partition.check_float(norms_lib.path_names(path), x)  # a TypeError naming the leaf, not a silent step
+
         def left(x):
             if x.ndim < 2:
                 return jnp.zeros(x.shape, _dtype(x))
@@ -86,13 +91,15 @@ def scale_by_shampoo(beta: Any = 1.0, eps: Any = 1e-6, dims: MatrixDims | None =
 
         def right(x):
             if x.ndim < 2:
-                return jnp.zeros((0,), _dtype(x))
+                return jnp.zeros((), _dtype(x))  # a placeholder: orbax cannot save size-0 arrays
             m, _ = to_matrices(x, dims)
             return jnp.zeros(m.shape[:-2] + m.shape[-1:] * 2, _dtype(x))
 
         return ShampooState(jax.tree.map(left, params), jax.tree.map(right, params))
 
     def one(g, lft, rgt):
+        if g.size == 0:  # an empty leaf has no direction (and eigh/max of nothing fail)
+            return g, lft, rgt
         if g.ndim < 2:
             h = beta * lft + jnp.square(g.astype(lft.dtype))
             return _diagonal_step(g, h, eps), h, rgt

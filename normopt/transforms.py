@@ -123,6 +123,12 @@ def momentum(
     mu_dtype = None if mu_dtype is None else jnp.dtype(mu_dtype)
 
     def init_fn(params):
+        for path, x in jax.tree_util.tree_flatten_with_path(params)[0]:
+            if not jnp.issubdtype(jnp.result_type(x), jnp.floating):
+                raise TypeError(
+                    f"{norms_lib.path_str(path)}: dtype {jnp.result_type(x)} is not floating point and has no momentum; "
+                    "exclude it with optax.masked / optax.set_to_zero or cast it to float"
+                )
         return MomentumState(jnp.zeros([], jnp.int32), optax.tree.zeros_like(params, dtype=mu_dtype))
 
     def update_fn(updates, state, params=None):
