@@ -6,7 +6,7 @@ Layer sharding (as in MaxText and microsoft/dion's Muon) moves whole matrices in
 
     leaves with the same matrix shape (m, n)      ──►  stack [L, m, n], zero-pad L to a multiple of D devices
     stack, any sharding  ── all-to-all ──►  [L/D, m, n] on each device (device d owns matrices d·L/D …)
-    local, batched kernel:  U Vᵀ of every owned matrix (normopt.orthogonalize on [L/D, m, n])
+    local, batched kernel:  U Vᵀ of every owned matrix (normopt.orthogonalize on [L/D, m, n], in shard_map)
     [L/D, m, n] per device ── all-to-all ──►  each leaf back in its own sharding
 
 Each matrix crosses the network twice (m·n·(D−1)/D elements per device per direction), independent of the number
@@ -134,7 +134,12 @@ class LayerSharded:
         route = self._route(source)
         for hop in route[1:] if source is not None else route:
             stack = place(stack, hop)
-        result = place(kernel(stack), route[-1])
+        # The kernel runs per device on its own [L'/D, m, n] block (shard_map over ``axes``): XLA's sharding
+        # propagation cannot lose the stack axis inside the kernel's loop and gather the stack.
+        local = jax.shard_map(
+            kernel, mesh=mesh, in_specs=P(self.axes), out_specs=P(self.axes), axis_names=set(self.axes), check_vma=False
+        )
+        result = place(local(stack), route[-1])
         for hop in reversed(route[:-1]):
             result = place(result, hop)
         offsets = np.cumsum([0] + [m.shape[0] for m in mats])
