@@ -206,10 +206,13 @@ def dion(
         _weight_decay(weight_decay),
         optax.scale_by_learning_rate(learning_rate),
     )
-    adam = _state_in(mu_dtype, optax.chain(
-        optax.scale_by_adam(b1=adam_b1, b2=adam_b2, eps=adam_eps, mu_dtype=mu_dtype),
-        _weight_decay(adam_weight_decay),
-        optax.scale_by_learning_rate(learning_rate if adam_learning_rate is None else adam_learning_rate),
-    ))
+    adam = _state_in(
+        mu_dtype,
+        optax.chain(
+            optax.scale_by_adam(b1=adam_b1, b2=adam_b2, eps=adam_eps, mu_dtype=mu_dtype),
+            _weight_decay(adam_weight_decay),
+            optax.scale_by_learning_rate(learning_rate if adam_learning_rate is None else adam_learning_rate),
+        ),
+    )
     tx = optax.partition({"dion": matrices, "adamw": adam}, lambda params: partition.labels(rule, params))
     return _with_rule(tx, rule)
