@@ -1,7 +1,8 @@
 """Training benchmarks: normopt's optimizers side by side with optax.adamw and optax.contrib.muon.
 
-    python benchmarks/train.py --suite quick     # ≈ 10 min on 2 CPU cores
-    python benchmarks/train.py --suite full      # longer budgets, more seeds
+    python benchmarks/train.py --suite quick     # ≈ 9 CPU-minutes (2 cores)
+    python benchmarks/train.py --suite full      # longer budgets, more seeds (hours on a CPU)
+    python benchmarks/train.py --suite quick --workloads w2 --steps 600 --tune-seeds 2   # overrides
 
 Workloads (``--workloads w1,w2,w3,w4``): W1 Fashion-MNIST MLP, W2 char-level causal transformer on Shakespeare,
 W3 deep-linear factorisation of an ill-conditioned matrix, W4 MLP width sweep (best learning rate per width).
@@ -158,7 +159,8 @@ class Runner:
             out["val_accuracy"] = [e["accuracy"] for e in evals]
         if self.test is not None and not diverged:
             out["test"] = _floats(self.test(params, w.data))
-        out["final"] = out["val_loss"][-1] if not diverged else math.inf
+        final = out["val_loss"][-1]
+        out["final"] = final if not diverged and math.isfinite(final) else math.inf
         return out
 
 
