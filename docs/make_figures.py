@@ -77,7 +77,7 @@ def _panel(ax, norm, embed, restrict, title: str) -> None:
     ax.annotate("", xy=arrow, xytext=(0, 0), arrowprops={"arrowstyle": "->", "color": "#b2182b"})
     ax.text(*(arrow * 1.05 + [0.0, 0.05 * limit]), "g", color="#b2182b")
     ax.plot(*d, "o", color="#b2182b")
-    ax.text(d[0] - 0.55 * limit, d[1] - 0.15 * limit, "dualize(g)", color="#b2182b", fontsize=8)
+    ax.text(d[0] - 0.6 * limit, d[1] + 0.1 * limit, "dualize(g)", color="#b2182b", fontsize=8)
     ax.set(xlim=(-limit, limit), ylim=(-limit, limit), aspect="equal", title=title)
     ax.axhline(0, color="#dddddd", linewidth=0.5, zorder=0)
     ax.axvline(0, color="#dddddd", linewidth=0.5, zorder=0)
