@@ -1,6 +1,6 @@
 """Training benchmarks: normopt's optimizers side by side with optax.adamw and optax.contrib.muon.
 
-    python benchmarks/train.py --suite quick     # ≈ 9 CPU-minutes (2 cores)
+    python benchmarks/train.py --suite quick     # ≈ 8 min on 2 CPU cores
     python benchmarks/train.py --suite full      # longer budgets, more seeds (hours on a CPU)
     python benchmarks/train.py --suite quick --workloads w2 --steps 600 --tune-seeds 2   # overrides
 
