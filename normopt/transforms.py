@@ -78,6 +78,7 @@ def dualize(norms: Any, mode: str = "constrained", sharding: Any = None) -> opta
                     jax.tree.leaves(resolved, is_leaf=lambda x: x is None),
                     jax.tree.leaves(updates),
                     jax.tree.leaves(directions),
+                    strict=True,
                 )
                 if n is not None
             ]
@@ -85,9 +86,7 @@ def dualize(norms: Any, mode: str = "constrained", sharding: Any = None) -> opta
                 total = sum(_inner(g, d) for g, d in leaves)
                 directions = norms_lib._map(lambda n, d: d * total, resolved, directions)
             else:
-                directions = norms_lib._map(
-                    lambda n, g, d: d * _inner(g, d), resolved, updates, directions
-                )
+                directions = norms_lib._map(lambda n, g, d: d * _inner(g, d), resolved, updates, directions)
         return directions, state
 
     return optax.GradientTransformation(init_fn, update_fn)
@@ -126,8 +125,8 @@ def momentum(
         for path, x in jax.tree_util.tree_flatten_with_path(params)[0]:
             if not jnp.issubdtype(jnp.result_type(x), jnp.floating):
                 raise TypeError(
-                    f"{norms_lib.path_str(path)}: dtype {jnp.result_type(x)} is not floating point and has no momentum; "
-                    "exclude it with optax.masked / optax.set_to_zero or cast it to float"
+                    f"{norms_lib.path_str(path)}: dtype {jnp.result_type(x)} is not floating point and has no "
+                    "momentum; exclude it with optax.masked / optax.set_to_zero or cast it to float"
                 )
         return MomentumState(jnp.zeros([], jnp.int32), optax.tree.zeros_like(params, dtype=mu_dtype))
 
