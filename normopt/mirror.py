@@ -29,7 +29,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from normopt.norms import path_str
+from normopt.norms import path_names, path_str
+from normopt.partition import check_float
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,6 +119,7 @@ def mirror_step(mirror_map: MirrorMap) -> optax.GradientTransformation:
 
     def init_fn(params):
         for path, x in jax.tree_util.tree_flatten_with_path(params)[0]:
+            check_float(path_names(path), x)
             if isinstance(x, jax.core.Tracer):
                 continue
             try:

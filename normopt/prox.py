@@ -24,6 +24,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from normopt.norms import path_names
+from normopt.partition import check_float
+
 
 def _need_params(params: Any, name: str) -> None:
     if params is None:
@@ -58,7 +61,8 @@ def prox_l1(strength: Any, learning_rate: optax.ScalarOrSchedule = 1.0) -> optax
         raise ValueError(f"prox_l1: strength must be >= 0, got {strength}")
 
     def init_fn(params):
-        del params
+        for path, x in jax.tree_util.tree_flatten_with_path(params)[0]:
+            check_float(path_names(path), x)
         return ProxL1State(jnp.zeros([], jnp.int32))
 
     def update_fn(updates, state, params=None):

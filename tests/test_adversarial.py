@@ -51,13 +51,18 @@ def _jit_step(tx):
 # ------------------------------------------------------------------------------------------------ zero gradients
 @pytest.mark.parametrize("name", sorted(OPTIMIZERS))
 def test_zero_gradients_give_a_zero_update(name):
-    """A zero gradient moves only by weight decay: u = −η·λ·p exactly (0 without decay), never NaN."""
+    """A zero gradient moves only by weight decay: u = −η·λ·p exactly (0 without decay; the prox step for
+    prox_l1), never NaN."""
     params = small_params()
     updates, state = update(name)(params, optimizer(name).init(params), jax.tree.map(jnp.zeros_like, params))
     for (path, u), p in zip(jax.tree_util.tree_flatten_with_path(updates)[0], jax.tree.leaves(params), strict=True):
         decayed = name in DECAY and not (name in ADAMW_FALLBACK and p.ndim < 2)  # AdamW fallback: no decay
         expected = -0.02 * DECAY[name] * np.asarray(p) if decayed else np.zeros(p.shape)
-        np.testing.assert_allclose(u, expected, rtol=1e-6, atol=0, err_msg=jax.tree_util.keystr(path))
+        if name == "prox_l1":  # the prox step alone: soft-thresholding by τ = η·λ, S_τ(p) − p
+            q = np.asarray(p, np.float64)
+            expected = np.sign(q) * np.maximum(np.abs(q) - 0.02 * 0.01, 0) - q
+        atol = 1e-7 * float(np.abs(p).max()) if name == "prox_l1" else 0  # S_τ(p) − p rounds at fp32 eps·|p|
+        np.testing.assert_allclose(u, expected, rtol=1e-6, atol=atol, err_msg=jax.tree_util.keystr(path))
     assert is_finite(state)
 
 
