@@ -29,8 +29,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from normopt.norms import path_names, path_str
-from normopt.partition import check_float
+from normopt.norms import path_str
+from normopt.partition import check_float_leaves
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,8 +118,8 @@ def mirror_step(mirror_map: MirrorMap) -> optax.GradientTransformation:
     """
 
     def init_fn(params):
+        check_float_leaves(params)
         for path, x in jax.tree_util.tree_flatten_with_path(params)[0]:
-            check_float(path_names(path), x)
             if isinstance(x, jax.core.Tracer):
                 continue
             try:

@@ -33,6 +33,8 @@ import jax.numpy as jnp
 import optax
 from jax.flatten_util import ravel_pytree
 
+from normopt.partition import check_float_leaves
+
 STRUCTURES = ("full", "diagonal", "kronecker")
 
 
@@ -113,7 +115,11 @@ def scale_by_newton(damping: Any = 0.0, structure: str = "full") -> optax.Gradie
         direction = _precondition(hess, flat_updates.astype(hess.dtype), damping, structure, shapes)
         return unravel_updates(direction.astype(flat_updates.dtype)), state
 
-    return optax.GradientTransformationExtraArgs(optax.init_empty_state, update_fn)
+    def init_fn(params):
+        check_float_leaves(params)
+        return optax.EmptyState()
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 BACKTRACKING = optax.scale_by_backtracking_linesearch(max_backtracking_steps=30, decrease_factor=0.5)

@@ -84,6 +84,12 @@ def check_float(path: tuple[str, ...], leaf: Any) -> None:
         )
 
 
+def check_float_leaves(tree: Any) -> None:
+    """:func:`check_float` on every leaf of ``tree``, with its path."""
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        check_float(norms_lib.path_names(path), leaf)
+
+
 def labels(rule: Rule, tree: Any) -> Any:
     """The pytree of string labels for ``optax.partition``: the label a rule returns, or ``"normed"`` for a Norm."""
 

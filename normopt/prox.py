@@ -24,8 +24,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from normopt.norms import path_names
-from normopt.partition import check_float
+from normopt.partition import check_float_leaves
 
 
 def _need_params(params: Any, name: str) -> None:
@@ -61,8 +60,7 @@ def prox_l1(strength: Any, learning_rate: optax.ScalarOrSchedule = 1.0) -> optax
         raise ValueError(f"prox_l1: strength must be >= 0, got {strength}")
 
     def init_fn(params):
-        for path, x in jax.tree_util.tree_flatten_with_path(params)[0]:
-            check_float(path_names(path), x)
+        check_float_leaves(params)
         return ProxL1State(jnp.zeros([], jnp.int32))
 
     def update_fn(updates, state, params=None):

@@ -257,3 +257,26 @@ def test_unknown_names_list_the_valid_ones():
             make()
         for word in words:
             assert word in str(info.value), (word, str(info.value))
+
+
+# ------------------------------------------------- optimizers with their own calling conventions or domains
+def _newton_loss(p):
+    return jnp.sum((p["w"] - 1.0) ** 2) + jnp.sum(p["w"] ** 4)
+
+
+def test_newton_and_exponentiated_gradient_policy():
+    """Integer leaves raise naming the leaf; NaN gradients propagate; a zero gradient does not move (EG: up to
+    fp32 round-off of exp/log on the simplex)."""
+    newton, eg = normopt.newton(), normopt.exponentiated_gradient(0.1)
+    for tx, good in ((newton, jnp.asarray([0.5, -0.3, 0.2])), (eg, jnp.asarray([0.2, 0.3, 0.5]))):
+        with pytest.raises(TypeError, match="layer/counter: dtype int32 is not floating point"):
+            tx.init({"layer": {"w": good, "counter": jnp.zeros(2, jnp.int32)}})
+    p = {"w": jnp.asarray([0.5, -0.3, 0.2])}
+    nan = {"w": jnp.asarray([jnp.nan, 0.0, 1.0])}
+    u, _ = newton.update(nan, newton.init(p), p, value=_newton_loss(p), grad=nan, value_fn=_newton_loss)
+    assert not is_finite(u)
+    q = {"w": jnp.asarray([0.2, 0.3, 0.5])}
+    u, _ = eg.update(nan, eg.init(q), q)
+    assert not is_finite(u)
+    u, _ = eg.update(jax.tree.map(jnp.zeros_like, q), eg.init(q), q)
+    np.testing.assert_allclose(u["w"], 0.0, atol=1e-7)
