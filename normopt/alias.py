@@ -44,6 +44,27 @@ def _state_in(dtype: str | None, tx: optax.GradientTransformation) -> optax.Grad
     return optax.GradientTransformation(lambda p: tx.init(cast(p)), lambda u, s, p=None: tx.update(cast(u), s, cast(p)))
 
 
+def _adamw_fallback(
+    learning_rate: optax.ScalarOrSchedule,
+    b1: Any,
+    b2: Any,
+    eps: Any,
+    weight_decay: Any,
+    mu_dtype: str | None,
+    nesterov: bool = False,
+) -> optax.GradientTransformation:
+    """``optax.adamw`` for the leaves Muon/Dion do not handle, except that a literal 0 weight decay needs no params
+    and ``mu_dtype`` sets the dtype of both moments."""
+    return _state_in(
+        mu_dtype,
+        optax.chain(
+            optax.scale_by_adam(b1=b1, b2=b2, eps=eps, mu_dtype=mu_dtype, nesterov=nesterov),
+            _weight_decay(weight_decay),
+            optax.scale_by_learning_rate(learning_rate),
+        ),
+    )
+
+
 def _weight_decay(weight_decay: Any) -> optax.GradientTransformation:
     # A literal 0 needs no params, so `update(g, state)` works without them (optax.contrib.muon requires them);
     # any other value, traced ones included, is decoupled weight decay (Loshchilov & Hutter 2019).
@@ -190,13 +211,14 @@ def muon(
         _weight_decay(weight_decay),
         optax.scale_by_learning_rate(learning_rate),
     )
-    adam = _state_in(
+    adam = _adamw_fallback(
+        learning_rate if adam_learning_rate is None else adam_learning_rate,
+        adam_b1,
+        adam_b2,
+        adam_eps,
+        adam_weight_decay,
         mu_dtype,
-        optax.chain(  # optax.adamw, except that a literal 0 weight decay needs no params
-            optax.scale_by_adam(b1=adam_b1, b2=adam_b2, eps=adam_eps, mu_dtype=mu_dtype, nesterov=nesterov),
-            _weight_decay(adam_weight_decay),
-            optax.scale_by_learning_rate(learning_rate if adam_learning_rate is None else adam_learning_rate),
-        ),
+        nesterov,
     )
     tx = optax.partition({"normed": matrices, "adamw": adam}, lambda params: partition.labels(rule, params))
     return _with_rule(tx, rule)

@@ -29,7 +29,7 @@ from jax.sharding import PartitionSpec as P
 
 from normopt import norms as norms_lib
 from normopt import partition
-from normopt.alias import MUON_FALLBACK, NormedTransformation, _state_in, _weight_decay, _with_rule
+from normopt.alias import MUON_FALLBACK, NormedTransformation, _adamw_fallback, _weight_decay, _with_rule
 from normopt.dims import MatrixDims, to_matrices
 from normopt.dims import layout as matrix_layout
 
@@ -206,13 +206,13 @@ def dion(
         _weight_decay(weight_decay),
         optax.scale_by_learning_rate(learning_rate),
     )
-    adam = _state_in(
+    adam = _adamw_fallback(
+        learning_rate if adam_learning_rate is None else adam_learning_rate,
+        adam_b1,
+        adam_b2,
+        adam_eps,
+        adam_weight_decay,
         mu_dtype,
-        optax.chain(
-            optax.scale_by_adam(b1=adam_b1, b2=adam_b2, eps=adam_eps, mu_dtype=mu_dtype),
-            _weight_decay(adam_weight_decay),
-            optax.scale_by_learning_rate(learning_rate if adam_learning_rate is None else adam_learning_rate),
-        ),
     )
     tx = optax.partition({"dion": matrices, "adamw": adam}, lambda params: partition.labels(rule, params))
     return _with_rule(tx, rule)

@@ -23,7 +23,6 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from normopt import norms as norms_lib
 from normopt import partition
 
 
@@ -71,8 +70,7 @@ def scale_by_fadam(
     decay = not (isinstance(weight_decay, (int, float)) and weight_decay == 0)
 
     def init_fn(params):
-        for path, x in jax.tree_util.tree_flatten_with_path(params)[0]:
-            partition.check_float(norms_lib.path_names(path), x)  # a TypeError naming the leaf, not a silent step
+        partition.check_float_leaves(params)  # a TypeError naming the leaf, not a silent step
         zeros = optax.tree.zeros_like(params)
         return ScaleByFAdamState(jnp.zeros([], jnp.int32), zeros, zeros)
 

@@ -30,7 +30,6 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from normopt import norms as norms_lib
 from normopt import partition
 from normopt.dims import MatrixDims, to_matrices
 
@@ -80,8 +79,7 @@ def scale_by_shampoo(beta: Any = 1.0, eps: Any = 1e-6, dims: MatrixDims | None =
     """
 
     def init_fn(params):
-        for path, x in jax.tree_util.tree_flatten_with_path(params)[0]:
-            partition.check_float(norms_lib.path_names(path), x)  # a TypeError naming the leaf, not a silent step
+        partition.check_float_leaves(params)  # a TypeError naming the leaf, not a silent step
 
         def left(x):
             if x.ndim < 2:

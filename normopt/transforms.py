@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import optax
 
 from normopt import norms as norms_lib
+from normopt import partition
 
 MODES = ("constrained", "regularized")
 
@@ -122,12 +123,7 @@ def momentum(
     mu_dtype = None if mu_dtype is None else jnp.dtype(mu_dtype)
 
     def init_fn(params):
-        for path, x in jax.tree_util.tree_flatten_with_path(params)[0]:
-            if not jnp.issubdtype(jnp.result_type(x), jnp.floating):
-                raise TypeError(
-                    f"{norms_lib.path_str(path)}: dtype {jnp.result_type(x)} is not floating point and has no "
-                    "momentum; exclude it with optax.masked / optax.set_to_zero or cast it to float"
-                )
+        partition.check_float_leaves(params)
         return MomentumState(jnp.zeros([], jnp.int32), optax.tree.zeros_like(params, dtype=mu_dtype))
 
     def update_fn(updates, state, params=None):
@@ -136,14 +132,12 @@ def momentum(
         grads = jax.tree.map(lambda g: g.astype(jnp.promote_types(g.dtype, jnp.float32)), updates)
         mu = optax.tree.update_moment(grads, state.mu, beta, 1)
         count = optax.safe_increment(state.count)
-        if debias:
-            mu_hat = optax.tree.bias_correction(mu, beta, count)
-        else:
-            mu_hat = mu
         if nesterov:
             m_next = optax.tree.bias_correction(mu, beta, optax.safe_increment(count)) if debias else mu
             g_hat = optax.tree.bias_correction(grads, beta, count) if debias else grads
             mu_hat = jax.tree.map(lambda m, g: beta * m + (1 - beta) * g, m_next, g_hat)
+        else:
+            mu_hat = optax.tree.bias_correction(mu, beta, count) if debias else mu
         # mu_hat stays in ≥ fp32: at t = 1 the Nesterov value is ≈1.5·g, past the fp16 range for |g| > 4.4e4. The
         # aliases cast each final update back to its gradient's dtype.
         # The state keeps its dtype (mu_dtype, else the params'), so a step never changes the jit signature.
