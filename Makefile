@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test bench-kernels bench-step bench-train bench-sharded docs lint clean
+.PHONY: demo test test-all bench-kernels bench-step bench-train bench-sharded docs lint clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -13,11 +13,25 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/activate
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@
 
-demo: $(VENV)/.installed
-	$(BIN)/python examples/demo_digits.py
+# The demo installs only what it needs (the `demo` extra), with its own stamp; it writes its PNG under build/
+# (ignored), so the checkout stays clean.
+$(VENV)/.demo-installed: pyproject.toml | $(BIN)/activate
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[demo]'
+	touch $@
 
+demo: $(VENV)/.demo-installed
+	$(BIN)/python examples/demo_digits.py --out build/demo_digits.png
+
+# Fast unit suite on 2 workers; tests marked `slow` (docs build, notebook, examples, subprocess and multi-process
+# runs, benchmark smoke tests) are left to test-all.
 test: $(VENV)/.installed
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 -m "not slow"
+
+# Everything, slow tests included, then the linter (CI runs this: .ci/run).
+test-all: $(VENV)/.installed
+	$(BIN)/python -m pytest -n 2 -m "slow or not slow"
+	$(BIN)/ruff check normopt tests benchmarks examples
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check normopt tests benchmarks examples

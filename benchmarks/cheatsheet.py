@@ -103,13 +103,13 @@ FAMILY = {
     ),
     "normopt.fadam": (lambda: normopt.fadam(1e-3), "diag Fisher √f", "natural gradient, clipped", "count, m, f"),
     "optax.sgd + normopt.prox_l1": (
-        lambda: optax.chain(optax.sgd(0.1), normopt.prox_l1(1e-4, 0.1)),
+        lambda: optax.chain(optax.sgd(0.1), normopt.prox_l1(0.1, strength=1e-4)),
         "ℓ2 + ℓ1 penalty",
         "proximal: soft-threshold",
         "count",
     ),
     "normopt.mirror_descent(p_norm(1.5))": (
-        lambda: normopt.mirror_descent(0.1, normopt.mirror.p_norm(1.5)),
+        lambda: normopt.mirror_descent(0.1, mirror_map=normopt.mirror.p_norm(1.5)),
         "Bregman of ½‖x‖²_p",
         "mirror: ∇ψ*(∇ψ(x) − η g)",
         "—",

@@ -6,7 +6,7 @@ Rows: optax.contrib.muon on an Auto mesh (it raises on an Explicit mesh, recorde
 per-leaf kernel on an Auto mesh, normopt.muon with ``sharding=layer_sharded(mesh)`` on Explicit and Auto meshes,
 and normopt.dion (rank 1/4). Muon rows use the same kernel as optax (Jordan's 5-step Newton–Schulz, its shape
 scale), so they differ only in where the matrices are. Bytes are read from the compiled HLO: the result buffers of
-every collective, per device per step (:func:`normopt.sharding.collectives`). The 8 "devices" share this machine's
+every collective, per device per step (:func:`benchmarks.hlo.collectives`). The 8 "devices" share this machine's
 CPU cores, so step times compare the programs' total work and copies, not a real network.
 """
 
@@ -19,6 +19,7 @@ os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 import json
 import pathlib
 import statistics
+import sys
 import time
 
 import jax
@@ -27,8 +28,12 @@ import optax
 from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-import normopt
-from normopt import sharding as nsh
+if __package__ in (None, ""):  # run as a script: make `benchmarks` importable from the repo root
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+import normopt  # noqa: E402
+from benchmarks.hlo import collectives  # noqa: E402
+from normopt import sharding as nsh  # noqa: E402
 
 LAYERS = 4
 SHAPES = {"attn_q": (256, 256), "attn_o": (256, 256), "mlp_in": (256, 1024), "mlp_out": (1024, 256)}
@@ -67,7 +72,7 @@ def measure(name, make_opt, axis_type, repeats=10):
         except Exception as e:  # a peer that cannot run here: record the error, as the README table shows it
             row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:120]}"
             return row
-        ops = nsh.collectives(compiled.as_text())
+        ops = collectives(compiled.as_text())
         row["collectives"] = {k: v["count"] for k, v in ops.items() if v["count"]}
         row["bytes_per_step"] = sum(v["bytes"] for v in ops.values())
         row["largest_collective_bytes"] = max(v["largest"] for v in ops.values())

@@ -2,9 +2,10 @@
 
 Trains the same Flax linen MLP (same initial parameters, same batches, one compiled step per optimizer) with
 optax.adamw, optax.contrib.muon, normopt.muon and normopt.scion, prints a table (final train loss, test accuracy,
-ms/step) and writes a loss-curve PNG. Runs offline in well under two minutes on 2 CPU cores:
+ms/step) and writes a loss-curve PNG (default ``build/demo_digits.png``, an ignored path: the demo leaves the
+checkout clean). Runs offline in well under two minutes on 2 CPU cores:
 
-    make demo            # or: python examples/demo_digits.py --steps 400 --out benchmarks/results/demo_digits.png
+    make demo            # or: python examples/demo_digits.py --steps 400 --out build/demo_digits.png
 """
 
 from __future__ import annotations
@@ -38,14 +39,18 @@ class MLP(nn.Module):
         return nn.Dense(10, name="head")(x)
 
 
+# Peak learning rates, picked on a small grid for this demo; every optimizer decays its own to 0 with a cosine.
+LEARNING_RATES = {"optax.adamw": 3e-3, "optax.contrib.muon": 2e-2, "normopt.muon": 2e-2, "normopt.scion": 5e-2}
+
+
 def optimizers(steps: int) -> dict[str, optax.GradientTransformation]:
-    """Learning rates picked on a small grid for this demo (cosine decay to 0 for all)."""
-    cosine = lambda lr: optax.cosine_decay_schedule(lr, steps)
+    """The four optimizers at their LEARNING_RATES, each with a cosine decay to 0 over ``steps``."""
+    lr = {name: optax.cosine_decay_schedule(peak, steps) for name, peak in LEARNING_RATES.items()}
     return {
-        "optax.adamw": optax.adamw(cosine(3e-3), weight_decay=1e-4),
-        "optax.contrib.muon": optax.contrib.muon(cosine(2e-2)),
-        "normopt.muon": normopt.muon(cosine(2e-2)),
-        "normopt.scion": normopt.scion(cosine(5e-2), head_radius=8.0),
+        "optax.adamw": optax.adamw(lr["optax.adamw"], weight_decay=1e-4),
+        "optax.contrib.muon": optax.contrib.muon(lr["optax.contrib.muon"]),
+        "normopt.muon": normopt.muon(lr["normopt.muon"]),
+        "normopt.scion": normopt.scion(lr["normopt.scion"], head_radius=8.0),
     }
 
 
@@ -97,7 +102,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=400)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/demo_digits.png"))
+    ap.add_argument("--out", type=Path, default=Path("build/demo_digits.png"), help="loss-curve PNG")
     args = ap.parse_args()
 
     train, test = load(args.seed)
@@ -112,13 +117,18 @@ def main() -> None:
 
     base = results["optax.adamw"]["ms_per_step"]
     print(f"\nDigits MLP 64-128-128-10, {args.steps} steps of batch {args.batch}, seed {args.seed}:\n")
-    print("| optimizer | final train loss | test loss | test accuracy | ms/step | vs adamw | compile s |")
-    print("|---|---|---|---|---|---|---|")
+    print("| optimizer | peak lr | final train loss | test loss | test accuracy | ms/step | vs adamw | compile s |")
+    print("|---|---|---|---|---|---|---|---|")
     for name, r in results.items():
         print(
-            f"| {name} | {r['train_loss']:.2e} | {r['test_loss']:.3f} | {r['test_acc']:.3f} | {r['ms_per_step']:.2f} | "
-            f"{r['ms_per_step'] / base:.2f}× | {r['compile_s']:.1f} |"
+            f"| {name} | {LEARNING_RATES[name]:g} | {r['train_loss']:.2e} | {r['test_loss']:.3f} | "
+            f"{r['test_acc']:.3f} | {r['ms_per_step']:.2f} | {r['ms_per_step'] / base:.2f}× | {r['compile_s']:.1f} |"
         )
+    print(
+        f"\npeak lr: the learning rate each optimizer starts from, cosine-decayed to 0 over {args.steps} steps.\n"
+        "vs adamw: ms/step ÷ optax.adamw's ms/step — the cost of one step relative to AdamW (2.00× = twice as slow"
+        " per step); it says nothing about the loss."
+    )
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(6, 4))

@@ -47,7 +47,7 @@ def lasso(n: int = 100, d: int = 40, k: int = 4, alpha: float = 0.05, steps: int
     lr = 1.0 / np.linalg.eigvalsh(a.T @ a / n).max()
     grad = jax.grad(lambda w: 0.5 * jnp.mean((jnp.asarray(a, jnp.float32) @ w - jnp.asarray(b, jnp.float32)) ** 2))
     w0 = jnp.zeros(d)
-    w_lasso = np.asarray(_scan(optax.chain(optax.sgd(lr), normopt.prox_l1(alpha, lr)), grad, w0, steps))
+    w_lasso = np.asarray(_scan(optax.chain(optax.sgd(lr), normopt.prox_l1(lr, strength=alpha)), grad, w0, steps))
     w_ls = np.asarray(_scan(optax.sgd(lr), grad, w0, steps))
     out = {
         "support": support.tolist(),

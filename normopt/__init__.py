@@ -5,22 +5,36 @@ choose the step size, apply weight decay. Sign SGD, normalized SGD, spectral des
 all come out of that one pipeline.
 """
 
-from normopt import init, mirror, norms, partition, polar, prox, sharding
+from normopt import init, layouts, norms, partition, polar, sharding
+from normopt._describe import describe
 from normopt.alias import NormedTransformation, muon, normalized_sgd, scion, sign_sgd, steepest_descent
 from normopt.dims import MatrixDims
-from normopt.dion import dion, scale_by_dion
-from normopt.fadam import fadam, scale_by_fadam
-from normopt.mirror import exponentiated_gradient, mirror_descent, mirror_step
-from normopt.newton import newton, scale_by_newton
-from normopt.partition import describe
+from normopt.family import mirror, prox
+from normopt.family.dion import DionState, dion, scale_by_dion
+from normopt.family.fadam import ScaleByFAdamState, fadam, scale_by_fadam
+from normopt.family.mirror import MirrorMap, exponentiated_gradient, mirror_descent, mirror_step
+from normopt.family.newton import newton, scale_by_newton
+from normopt.family.prox import (
+    ProxL1State,
+    project,
+    project_l1_ball,
+    project_l2_ball,
+    project_linf_ball,
+    project_simplex,
+    prox_l1,
+)
+from normopt.family.shampoo import ShampooState, scale_by_shampoo, shampoo
 from normopt.polar import orthogonalize
-from normopt.prox import project, project_l1_ball, project_l2_ball, project_linf_ball, project_simplex, prox_l1
-from normopt.shampoo import scale_by_shampoo, shampoo
 from normopt.transforms import MomentumState, dualize, momentum
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "DionState",
+    "MirrorMap",
+    "ProxL1State",
+    "ScaleByFAdamState",
+    "ShampooState",
     "dion",
     "scale_by_dion",
     "sharding",
@@ -47,6 +61,7 @@ __all__ = [
     "describe",
     "dualize",
     "init",
+    "layouts",
     "momentum",
     "muon",
     "normalized_sgd",

@@ -1,6 +1,13 @@
 """Ready optimizers: thin ``optax.chain``s of public pieces, so any of them can be rebuilt by hand.
 
 gradient ─► momentum ─► dualize (per-leaf norm) ─► weight decay ─► learning rate ─► update
+
+Naming rule (every public optimizer): the learning rate comes first, every other hyperparameter is keyword-only,
+and names follow optax where optax has the concept — ``momentum`` for the SGD-style EMA (as ``optax.sgd``),
+``beta`` for the Muon-family EMA (as ``optax.contrib.muon``), ``b1``/``b2``/``eps``/``eps_root`` for Adam moments
+(as ``optax.adam``; ``adam_``-prefixed for the AdamW half of Muon), ``weight_decay`` and its ``mask`` (as
+``optax.adamw``), ``mu_dtype`` (the dtype the state is stored in; arithmetic runs in ≥ float32, as optax does).
+Updates come back in each gradient's dtype.
 """
 
 from __future__ import annotations
@@ -11,66 +18,75 @@ from typing import Any
 import jax
 import optax
 
+from normopt import _describe, _numerics, layouts, partition, transforms
 from normopt import norms as norms_lib
-from normopt import partition, transforms
-from normopt.dims import MatrixDims
-from normopt.transforms import dualize, momentum
+from normopt.layouts import ROLES
 
 
 class NormedTransformation(optax.GradientTransformationExtraArgs):
-    """An optax transformation that also carries ``rule``, the ``(path, leaf) -> Norm | label`` it applies, so
-    that :func:`normopt.describe` can print it."""
+    """An optax transformation that also carries ``rule``, the ``(path, leaf) -> Norm | label`` it applies, and
+    the ``layout`` it reads leaves with, so that :func:`normopt.describe` can print them."""
 
 
-def _with_rule(tx: optax.GradientTransformation, rule: partition.Rule) -> NormedTransformation:
+def with_rule(
+    tx: optax.GradientTransformation, rule: partition.Rule | None, layout: layouts.LayoutSpec = None
+) -> NormedTransformation:
+    """``tx`` carrying ``rule`` for :func:`normopt.describe` (None: an inner :func:`normopt.dualize` records its
+    own), with each update cast back to its gradient's dtype (inner arithmetic runs in ≥ float32)."""
     tx = optax.with_extra_args_support(tx)
 
+    def init_fn(params):
+        if rule is not None:
+            _describe.record(rule, layout, params)
+        return tx.init(params)
+
     def update_fn(updates, state, params=None, **extra_args):
-        # Inner arithmetic runs in ≥ fp32 (normopt.momentum); each update comes back in its gradient's dtype.
         new, state = tx.update(updates, state, params, **extra_args)
         return jax.tree.map(lambda u, g: u.astype(g.dtype), new, updates), state
 
-    out = NormedTransformation(tx.init, update_fn)
+    out = NormedTransformation(init_fn, update_fn)
     out.rule = rule
+    out.layout = layout
     return out
 
 
-def _state_in(dtype: str | None, tx: optax.GradientTransformation) -> optax.GradientTransformation:
-    """``tx`` fed gradients and params cast to ``dtype``, so that all of its state has that dtype
-    (``optax.scale_by_adam`` keeps ν in the params' dtype, and g² overflows fp16 for |g| > 256)."""
-    if dtype is None:
-        return tx
-    cast = lambda tree: None if tree is None else optax.tree.cast(tree, dtype)
-    return optax.GradientTransformation(lambda p: tx.init(cast(p)), lambda u, s, p=None: tx.update(cast(u), s, cast(p)))
+def _in_fp32(tx: optax.GradientTransformation) -> optax.GradientTransformation:
+    """``tx`` run on ≥ float32 gradients whose state keeps the dtypes ``init`` gave it (optax's ``mu_dtype``
+    semantics: storage in the state's dtype, arithmetic in ≥ fp32; ν = g² would overflow fp16 for |g| > 256)."""
+
+    def update_fn(updates, state, params=None):
+        grads = jax.tree.map(lambda g: g.astype(_numerics.compute_dtype(g)), updates)
+        new, new_state = tx.update(grads, state, params)
+        return new, jax.tree.map(lambda n, old: n.astype(old.dtype), new_state, state)
+
+    return optax.GradientTransformation(tx.init, update_fn)
 
 
-def _adamw_fallback(
+def adamw_fallback(
     learning_rate: optax.ScalarOrSchedule,
+    *,
     b1: Any,
     b2: Any,
     eps: Any,
+    eps_root: Any,
     weight_decay: Any,
-    mu_dtype: str | None,
-    nesterov: bool = False,
+    mask: Any,
+    mu_dtype: Any,
+    nesterov: bool,
 ) -> optax.GradientTransformation:
-    """``optax.adamw`` for the leaves Muon/Dion do not handle, except that a literal 0 weight decay needs no params
-    and ``mu_dtype`` sets the dtype of both moments."""
-    return _state_in(
-        mu_dtype,
-        optax.chain(
-            optax.scale_by_adam(b1=b1, b2=b2, eps=eps, mu_dtype=mu_dtype, nesterov=nesterov),
-            _weight_decay(weight_decay),
-            optax.scale_by_learning_rate(learning_rate),
-        ),
+    """``optax.adamw`` for the leaves Muon/Dion do not handle: arithmetic in ≥ float32, first moment stored in
+    ``mu_dtype``, second in the params' dtype (as optax), and a literal-0 weight decay that needs no params."""
+    return optax.chain(
+        _in_fp32(optax.scale_by_adam(b1=b1, b2=b2, eps=eps, eps_root=eps_root, mu_dtype=mu_dtype, nesterov=nesterov)),
+        _numerics.weight_decay(weight_decay, _numerics.path_mask(mask)),
+        optax.scale_by_learning_rate(learning_rate),
     )
 
 
-def _weight_decay(weight_decay: Any) -> optax.GradientTransformation:
-    # A literal 0 needs no params, so `update(g, state)` works without them (optax.contrib.muon requires them);
-    # any other value, traced ones included, is decoupled weight decay (Loshchilov & Hutter 2019).
-    if isinstance(weight_decay, (int, float)) and weight_decay == 0:
-        return optax.identity()
-    return optax.add_decayed_weights(weight_decay)
+def _check_common(owner: str, *, weight_decay: Any = 0.0, mu_dtype: Any = None, layout: Any = None) -> None:
+    _numerics.check_range("weight_decay", weight_decay, 0.0, owner=owner)
+    _numerics.check_dtype("mu_dtype", mu_dtype, owner=owner)
+    layouts.check_spec(layout)
 
 
 def steepest_descent(
@@ -80,33 +96,53 @@ def steepest_descent(
     momentum: float = 0.0,
     nesterov: bool = False,
     weight_decay: float = 0.0,
+    mask: Any = None,
     mode: str = "constrained",
     mu_dtype: str | None = None,
+    layout: layouts.LayoutSpec = None,
+    strict: bool = False,
 ) -> NormedTransformation:
     """Steepest descent under ``norm``: W ← W − η·(dualize(m) + λ·W), m an EMA of gradients.
 
-    ``mode="constrained"`` steps by η·dualize(m); ``mode="regularized"`` by η·‖m‖*·dualize(m) (with l2 this is
-    SGD). ``norm`` is anything :func:`normopt.dualize` accepts. Equals
-    ``optax.chain(normopt.momentum(momentum, nesterov=nesterov), normopt.dualize(norm, mode),
-    optax.add_decayed_weights(weight_decay), optax.scale_by_learning_rate(learning_rate))``. ``mu_dtype``: dtype
-    name of the momentum state (default: the params' dtype).
+        constrained:  W ← W − η·(dualize(m) + λ·W)
+        regularized:  W ← W − η·(‖m‖*·dualize(m) + λ·W)        (with l2 this is SGD)
+
+    Equals ``optax.chain(normopt.momentum(momentum, nesterov=nesterov), normopt.dualize(norm, mode,
+    layout=layout), optax.add_decayed_weights(weight_decay, mask), optax.scale_by_learning_rate(learning_rate))``.
+
+    Args:
+      learning_rate: float or optax schedule η.
+      norm: anything :func:`normopt.dualize` accepts (a Norm or name, a pytree of them, a callable, a WeightedMax).
+      momentum: EMA decay β ∈ [0, 1) of the gradients (0: none).
+      nesterov: Nesterov look-ahead.
+      weight_decay: decoupled weight decay λ ≥ 0 (multiplied by η, as ``optax.adamw``).
+      mask: which leaves decay (a pytree of bools or a callable, as ``optax.adamw``).
+      mode: ``"constrained"`` or ``"regularized"``.
+      mu_dtype: dtype the momentum is stored in (default: the params').
+      layout: how leaves are read (:data:`normopt.layouts.LayoutSpec`).
+      strict: raise for a ≥ 2-D leaf read only from its name.
+
+    Returns:
+      A :class:`NormedTransformation`.
+
+    Example:
+      >>> import jax.numpy as jnp, normopt
+      >>> tx = normopt.steepest_descent(0.1, "linf")
+      >>> g = {"w": jnp.array([0.5, -2.0])}
+      >>> tx.update(g, tx.init(g))[0]["w"].tolist()
+      [-0.1, 0.1]
+
+    References:
+      Bernstein & Newhouse, "Old optimizer, new norm: an anthology", 2024 (arXiv:2409.20325).
     """
-    spec = norm.norms if isinstance(norm, norms_lib.WeightedMax) else norm
+    _check_common("steepest_descent", weight_decay=weight_decay, mu_dtype=mu_dtype, layout=layout)
     tx = optax.chain(
         transforms.momentum(momentum, nesterov=nesterov, mu_dtype=mu_dtype),
-        dualize(norm, mode),
-        _weight_decay(weight_decay),
+        transforms.dualize(norm, mode, layout=layout, strict=strict),
+        _numerics.weight_decay(weight_decay, _numerics.path_mask(mask)),
         optax.scale_by_learning_rate(learning_rate),
     )
-    return _with_rule(tx, lambda path, leaf: _rule_from_spec(spec, path, leaf))
-
-
-def _rule_from_spec(spec: Any, path: tuple[str, ...], leaf: Any) -> Any:
-    if callable(spec) and not isinstance(spec, norms_lib.Norm):
-        return spec(path, leaf)
-    if isinstance(spec, (norms_lib.Norm, str)) or spec is None:
-        return norms_lib.get(spec) if spec is not None else None
-    raise TypeError("describe needs the params to print a pytree of norms: call normopt.describe(params, norms)")
+    return with_rule(tx, None, layout)  # the inner dualize records its rule for describe
 
 
 def sign_sgd(
@@ -115,15 +151,33 @@ def sign_sgd(
     momentum: float = 0.0,
     nesterov: bool = False,
     weight_decay: float = 0.0,
+    mask: Any = None,
     mu_dtype: str | None = None,
 ) -> NormedTransformation:
-    """Sign descent (Bernstein et al. 2018, signSGD): steepest descent under ℓ∞, W ← W − η·sign(m)."""
+    """Sign descent: steepest descent under ℓ∞, W ← W − η·(sign(m) + λ·W).
+
+    Args: as :func:`steepest_descent` with ``norm=linf()``.
+
+    Returns:
+      A :class:`NormedTransformation`.
+
+    Example:
+      >>> import jax.numpy as jnp, normopt
+      >>> tx = normopt.sign_sgd(0.01)
+      >>> g = {"w": jnp.array([3.0, -1e-6])}
+      >>> tx.update(g, tx.init(g))[0]["w"].tolist()
+      [-0.01, 0.01]
+
+    References:
+      Bernstein et al., "signSGD: compressed optimisation for non-convex problems", ICML 2018.
+    """
     return steepest_descent(
         learning_rate,
         norms_lib.linf(),
         momentum=momentum,
         nesterov=nesterov,
         weight_decay=weight_decay,
+        mask=mask,
         mu_dtype=mu_dtype,
     )
 
@@ -134,20 +188,41 @@ def normalized_sgd(
     momentum: float = 0.0,
     nesterov: bool = False,
     weight_decay: float = 0.0,
+    mask: Any = None,
     mu_dtype: str | None = None,
+    layout: layouts.LayoutSpec = None,
 ) -> NormedTransformation:
-    """Normalized SGD: steepest descent under ℓ2 per leaf, W ← W − η·m/‖m‖₂."""
+    """Normalized SGD: steepest descent under ℓ2 per leaf (per slice of a stack), W ← W − η·(m/‖m‖₂ + λ·W).
+
+    Args: as :func:`steepest_descent` with ``norm=l2()``.
+
+    Returns:
+      A :class:`NormedTransformation`.
+
+    Example:
+      >>> import jax.numpy as jnp, normopt
+      >>> tx = normopt.normalized_sgd(1.0)
+      >>> g = {"w": jnp.array([3.0, 4.0])}
+      >>> tx.update(g, tx.init(g))[0]["w"].tolist()
+      [-0.6, -0.8]
+
+    References:
+      Hazan, Levy & Shalev-Shwartz, "Beyond convexity: stochastic quasi-convex optimization", NeurIPS 2015.
+    """
     return steepest_descent(
         learning_rate,
         norms_lib.l2(),
         momentum=momentum,
         nesterov=nesterov,
         weight_decay=weight_decay,
+        mask=mask,
         mu_dtype=mu_dtype,
+        layout=layout,
     )
 
 
-MUON_FALLBACK = (partition.EMBEDDING,)
+MUON_FALLBACK_ROLES = ("embedding", "head")
+"""Roles Muon leaves to AdamW besides vectors, as Jordan's recipe does (KellerJordan/Muon README)."""
 
 
 def muon(
@@ -158,70 +233,118 @@ def muon(
     beta: float = 0.95,
     nesterov: bool = True,
     weight_decay: float = 0.0,
+    mask: Any = None,
     scale: str = "spectral",
     compute_dtype: str | None = None,
     mu_dtype: str | None = None,
-    fallback: Sequence[str] = MUON_FALLBACK,
-    layout: Mapping[str, MatrixDims] | None = None,
+    layout: layouts.LayoutSpec = None,
+    strict: bool = False,
+    fallback: Sequence[str] = (),
+    fallback_roles: Sequence[str] = MUON_FALLBACK_ROLES,
     adam_learning_rate: optax.ScalarOrSchedule | None = None,
     adam_b1: float = 0.9,
     adam_b2: float = 0.999,
     adam_eps: float = 1e-8,
+    adam_eps_root: float = 0.0,
     adam_weight_decay: float = 0.0,
     sharding: Any = None,
 ) -> NormedTransformation:
-    """Muon (Jordan et al. 2024): momentum, then the polar factor U Vᵀ of each matrix, scaled by a shape rule.
+    """Muon: momentum, then the polar factor U Vᵀ of each hidden matrix, scaled by a shape rule; AdamW elsewhere.
 
         m ← EMA_β(g) (Nesterov, bias-corrected);  W ← W − η·(c(fan_in, fan_out)·polar(m) + λ·W)
 
-    Every leaf with ≥ 2 dimensions is a matrix (or a stack of matrices: scanned 3-D leaves, attention projections,
-    conv kernels flattened to ``[prod(window)·in, out]``; see :mod:`normopt.partition`). Leaves with < 2 dimensions
-    or named ``bias`` (attention biases are ``[heads, head_dim]``), and leaves whose path matches a pattern in
-    ``fallback`` (default: embeddings, as Jordan recommends), use AdamW (``optax.adamw`` with ``nesterov``),
-    exactly as ``optax.contrib.muon`` does for its non-2-D leaves.
-    ``normopt.muon(lr, method="jordan", scale="jordan")`` reproduces ``optax.contrib.muon(lr)`` on 2-D leaves.
+    Each leaf is read by ``layout`` (:mod:`normopt.layouts`; without it, from its names): hidden matrices, stacks
+    of them (scanned layers, experts: each slice its own matrix), attention projections and conv kernels
+    (flattened to ``fan_in = window·in``) get Muon. Vectors (biases, norm scales, stacked or not) and the roles in
+    ``fallback_roles`` (default: embeddings and the output head, as in Jordan's recipe), plus leaves whose path
+    matches a pattern in ``fallback``, get AdamW (``optax.adamw``, with ``nesterov``).
+    ``normopt.muon(lr, method="jordan", scale="jordan", fallback_roles=())`` reproduces
+    ``optax.contrib.muon(lr)`` on 2-D leaves.
 
     Args:
-      learning_rate: float or optax schedule.
-      method, steps, compute_dtype: the polar kernel (:func:`normopt.orthogonalize`); ``steps`` is static (under
-        ``optax.inject_hyperparams`` list it in ``static_args``); ``compute_dtype="bfloat16"`` for TPU speed.
-      beta, nesterov: momentum (:func:`normopt.momentum`).
-      weight_decay: decoupled weight decay λ of the matrices (multiplied by the learning rate, like optax).
+      learning_rate: float or optax schedule η.
+      method: the polar kernel (:func:`normopt.orthogonalize`): a name in :data:`normopt.polar.METHODS` or a
+        coefficient table of shape (steps, 3).
+      steps: kernel iterations (static: under ``optax.inject_hyperparams`` list it in ``static_args``); None: the
+        method's default.
+      beta: momentum decay β ∈ [0, 1).
+      nesterov: Nesterov momentum (also NAdam in the AdamW half).
+      weight_decay: decoupled weight decay λ ≥ 0 of the matrices (multiplied by η, as ``optax.adamw``).
+      mask: which leaves decay, in both halves (a pytree of bools or a callable, as ``optax.adamw``).
       scale: shape rule c in :data:`normopt.norms.SCALE_RULES`: ``"spectral"`` √(fan_out/fan_in) (RMS→RMS,
-        default), ``"jordan"`` √max(1, fan_out/fan_in) (optax default), ``"moonlight"`` 0.2·√max(fan_in, fan_out).
-      mu_dtype: dtype name of the state: the momentum and both AdamW moments (``"float32"`` for fp16 params,
-        whose AdamW ν = g² overflows for |g| > 256); default the params' dtype.
-      fallback: path patterns of matrices to send to AdamW instead.
-      layout: ``{pattern: MatrixDims}`` overriding how matching leaves are read as matrices.
-      adam_*: the AdamW fallback (learning rate defaults to ``learning_rate``).
+        default), ``"jordan"`` √max(1, fan_out/fan_in) (optax default), ``"moonlight"`` 0.2·√max(fan_in, fan_out)
+        (optax's ``consistent_rms``).
+      compute_dtype: dtype the kernel iterates in (``"bfloat16"`` for TPU speed); None: float32.
+      mu_dtype: dtype the momentum and AdamW's first moment are stored in (default: the params').
+      layout: how each leaf is read (:data:`normopt.layouts.LayoutSpec`), e.g. ``normopt.layouts.nnx(model)``.
+      strict: raise, naming the leaf, for any ≥ 2-D leaf that would be read only from its name.
+      fallback: extra path regexes of matrices to send to AdamW (a sequence, not a bare string).
+      fallback_roles: roles sent to AdamW, from ``("embedding", "hidden", "head")``.
+      adam_learning_rate: AdamW's learning rate (default ``learning_rate``).
+      adam_b1, adam_b2, adam_eps, adam_eps_root, adam_weight_decay: AdamW's (as ``optax.adamw``).
       sharding: None, or :func:`normopt.sharding.layer_sharded` (whole matrices spread over a mesh).
+
+    Returns:
+      A :class:`NormedTransformation` (an ``optax.GradientTransformationExtraArgs``).
+
+    Example:
+      >>> import jax, jax.numpy as jnp, optax, normopt
+      >>> params = {"w": jnp.ones((4, 8)), "b": jnp.zeros(8)}
+      >>> tx = normopt.muon(1e-2)
+      >>> grads = jax.tree.map(jnp.ones_like, params)
+      >>> updates, state = tx.update(grads, tx.init(params), params)
+      >>> params = optax.apply_updates(params, updates)
+
+    References:
+      Jordan et al., "Muon: an optimizer for hidden layers in neural networks", 2024;
+      Amsel et al., "The Polar Express", 2025 (arXiv:2505.16932);
+      Liu et al., "Muon is scalable for LLM training", 2025 (arXiv:2502.16982).
     """
-    fallback = tuple(fallback)
+    owner = "muon"
+    _check_common(owner, weight_decay=weight_decay, mu_dtype=mu_dtype, layout=layout)
+    _numerics.check_range("beta", beta, 0.0, 1.0, hi_open=True, owner=owner)
+    _numerics.check_range("adam_b1", adam_b1, 0.0, 1.0, hi_open=True, owner=owner)
+    _numerics.check_range("adam_b2", adam_b2, 0.0, 1.0, hi_open=True, owner=owner)
+    _numerics.check_range("adam_eps", adam_eps, 0.0, lo_open=True, owner=owner)
+    _numerics.check_range("adam_eps_root", adam_eps_root, 0.0, owner=owner)
+    _numerics.check_range("adam_weight_decay", adam_weight_decay, 0.0, owner=owner)
+    _numerics.check_choice("scale", scale, norms_lib.SCALE_RULES, owner=owner)
+    fallback = partition.check_patterns(fallback, "fallback")
+    fallback_roles = partition.check_patterns(fallback_roles, "fallback_roles")
+    for r in fallback_roles:
+        _numerics.check_choice("fallback_roles entry", r, ROLES[:3], owner=owner)
+    kernel = norms_lib.spectral(scale=scale, method=method, steps=steps, compute_dtype=compute_dtype)
 
     def rule(path, leaf):
-        partition.check_float(path, leaf)
-        if partition.role(path, leaf) == "vector" or partition.first_match({p: True for p in fallback}, path):
+        _numerics.check_float(path, leaf)
+        lay = partition.read(path, leaf, layout, strict)
+        if (
+            lay.role == "vector"
+            or lay.role in fallback_roles
+            or partition.first_match(dict.fromkeys(fallback, 1), path)
+        ):
             return "adamw"
-        dims = partition.default_dims(path, tuple(leaf.shape), layout)
-        return norms_lib.spectral(dims, scale=scale, method=method, steps=steps, compute_dtype=compute_dtype)
+        return norms_lib.with_layout(kernel, lay)
 
     matrices = optax.chain(
-        momentum(beta, nesterov=nesterov, mu_dtype=mu_dtype),
-        dualize(partition.norms_of(rule), sharding=sharding),
-        _weight_decay(weight_decay),
+        transforms.momentum(beta, nesterov=nesterov, mu_dtype=mu_dtype),
+        transforms.dualize(partition.norms_of(rule), sharding=sharding),
+        _numerics.weight_decay(weight_decay, _numerics.path_mask(mask)),
         optax.scale_by_learning_rate(learning_rate),
     )
-    adam = _adamw_fallback(
+    adam = adamw_fallback(
         learning_rate if adam_learning_rate is None else adam_learning_rate,
-        adam_b1,
-        adam_b2,
-        adam_eps,
-        adam_weight_decay,
-        mu_dtype,
-        nesterov,
+        b1=adam_b1,
+        b2=adam_b2,
+        eps=adam_eps,
+        eps_root=adam_eps_root,
+        weight_decay=adam_weight_decay,
+        mask=mask,
+        mu_dtype=mu_dtype,
+        nesterov=nesterov,
     )
     tx = optax.partition({"normed": matrices, "adamw": adam}, lambda params: partition.labels(rule, params))
-    return _with_rule(tx, rule)
+    return with_rule(tx, rule, layout)
 
 
 SCION_NORMS = {
@@ -243,57 +366,87 @@ def scion(
     vector_radius: float = 1.0,
     vector_norm: str = "rms",
     weight_decay: float = 0.0,
+    mask: Any = None,
     rules: Mapping[str, Any] | None = None,
-    layout: Mapping[str, MatrixDims] | None = None,
+    layout: layouts.LayoutSpec = None,
+    strict: bool = False,
     method: Any = "polar_express",
     steps: int | None = None,
     compute_dtype: str | None = None,
     mu_dtype: str | None = None,
     sharding: Any = None,
 ) -> NormedTransformation:
-    """Scion (Pethick et al. 2025, "Training deep learning models with norm-constrained LMOs"): one norm per layer
-    by its role, each ball with its own radius ρ.
+    """Scion: one norm per layer by its role, each ball with its own radius ρ.
 
         embeddings l1_to_rms · hidden matrices rms_to_rms · output head rms_to_linf · vectors rms (or linf = sign)
 
     Unconstrained (default): W ← W − η·ρ·lmo(m). ``constrained=True``: W ← (1 − η)·W − η·ρ·lmo(m), which keeps
     ‖W‖ ≤ ρ (the paper's default; it is decoupled weight decay with λ = 1). ``m`` is an EMA with decay ``beta``
-    (the paper's momentum 0.1 is β = 0.9). Roles come from Flax names (:func:`normopt.partition.role`); ``rules``
-    maps path patterns to a role name (``"embedding"``, ``"hidden"``, ``"head"``, ``"vector"``), a norm name or a
-    Norm, overriding the defaults. ``describe(params, scion(...))`` prints the result. ``sharding``: None, or
-    :func:`normopt.sharding.layer_sharded` (whole matrices spread over a mesh).
+    (the paper's momentum 0.1 is β = 0.9). Stacked leaves (scanned layers, experts) are read slice by slice.
+
+    Args:
+      learning_rate: float or optax schedule η.
+      beta: momentum decay β ∈ [0, 1).
+      nesterov: Nesterov momentum.
+      constrained: the paper's constrained variant (decay with λ = 1).
+      radius, embedding_radius, head_radius, vector_radius: ρ > 0 of each role's ball.
+      vector_norm: ``"rms"`` or ``"linf"`` (sign) for vectors.
+      weight_decay: extra decoupled weight decay λ ≥ 0.
+      mask: which leaves decay (a pytree of bools or a callable, as ``optax.adamw``).
+      rules: ``{path regex: role | norm name | Norm}`` overriding the role-based choice.
+      layout: how each leaf is read (:data:`normopt.layouts.LayoutSpec`), e.g. ``normopt.layouts.equinox(model)``.
+      strict: raise, naming the leaf, for any ≥ 2-D leaf that would be read only from its name.
+      method, steps, compute_dtype: the polar kernel of the hidden layers (see :func:`muon`).
+      mu_dtype: dtype the momentum is stored in (default: the params').
+      sharding: None, or :func:`normopt.sharding.layer_sharded`.
+
+    Returns:
+      A :class:`NormedTransformation`.
+
+    Example:
+      >>> import jax.numpy as jnp, normopt
+      >>> params = {"embed": {"embedding": jnp.ones((10, 4))}, "w": jnp.ones((4, 4))}
+      >>> tx = normopt.scion(0.1)
+      >>> updates, _ = tx.update(params, tx.init(params))
+
+    References:
+      Pethick et al., "Training deep learning models with norm-constrained LMOs", ICML 2025 (arXiv:2502.07529).
     """
-    if vector_norm not in ("rms", "linf"):
-        raise ValueError(f"vector_norm must be 'rms' or 'linf', got {vector_norm!r}")
+    owner = "scion"
+    _check_common(owner, weight_decay=weight_decay, mu_dtype=mu_dtype, layout=layout)
+    _numerics.check_range("beta", beta, 0.0, 1.0, hi_open=True, owner=owner)
     radii = {"embedding": embedding_radius, "hidden": radius, "head": head_radius, "vector": vector_radius}
+    for role_name, value in radii.items():
+        name = "radius" if role_name == "hidden" else f"{role_name}_radius"
+        _numerics.check_range(name, value, 0.0, lo_open=True, owner=owner)
+    _numerics.check_choice("vector_norm", vector_norm, ("rms", "linf"), owner=owner)
+    if rules is not None and not isinstance(rules, Mapping):
+        raise TypeError(f"scion: rules must be a mapping {{path regex: role | norm}}, got {type(rules).__name__}")
+    for pattern, what in (rules or {}).items():
+        if not isinstance(what, norms_lib.Norm) and what not in radii:
+            try:
+                norms_lib.get(what)
+            except ValueError as e:
+                raise ValueError(f"scion: rules[{pattern!r}] = {what!r}: {e}; roles are {sorted(radii)}") from None
+    hidden = norms_lib.rms_to_rms(method=method, steps=steps, compute_dtype=compute_dtype)
+    base = {"embedding": norms_lib.l1_to_rms(), "hidden": hidden, "head": norms_lib.rms_to_linf()}
+    base["vector"] = norms_lib.get(vector_norm)
 
     def rule(path, leaf):
-        partition.check_float(path, leaf)
-        chosen = partition.first_match(rules, path)
-        what = partition.role(path, leaf) if chosen is None else chosen
-        if isinstance(what, norms_lib.Norm):
-            return what
-        if what in radii:
-            if what == "vector":
-                base = norms_lib.get(vector_norm)
-            else:
-                dims = partition.default_dims(path, tuple(leaf.shape), layout)
-                base = (
-                    SCION_NORMS[what](dims, method=method, steps=steps, compute_dtype=compute_dtype)
-                    if what == "hidden"
-                    else SCION_NORMS[what](dims)
-                )
-            return norms_lib.scaled(base, radii[what])
-        try:
-            return norms_lib.get(what)
-        except ValueError as e:
-            raise ValueError(f"{'/'.join(path)}: rule {what!r}: {e}; roles are {sorted(radii)}") from None
+        _numerics.check_float(path, leaf)
+        lay = partition.read(path, leaf, layout, strict and partition.first_match(rules, path) is None)
+        what = partition.first_match(rules, path) or lay.role
+        if isinstance(what, norms_lib.Norm) or what not in radii:
+            return norms_lib.with_layout(norms_lib.get(what), lay)
+        if lay.role == "vector" and what != "vector":
+            raise ValueError(f"{'/'.join(path)}: rules give it the role {what!r}, but it is read as a vector")
+        return norms_lib.scaled(norms_lib.with_layout(base[what], lay), radii[what])
 
     tx = optax.chain(
-        momentum(beta, nesterov=nesterov, mu_dtype=mu_dtype),
-        dualize(rule, sharding=sharding),
-        _weight_decay(1.0) if constrained else optax.identity(),
-        _weight_decay(weight_decay),
+        transforms.momentum(beta, nesterov=nesterov, mu_dtype=mu_dtype),
+        transforms.dualize(rule, sharding=sharding),
+        _numerics.weight_decay(1.0) if constrained else optax.identity(),
+        _numerics.weight_decay(weight_decay, _numerics.path_mask(mask)),
         optax.scale_by_learning_rate(learning_rate),
     )
-    return _with_rule(tx, rule)
+    return with_rule(tx, rule, layout)

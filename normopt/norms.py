@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from normopt import polar
+from normopt._numerics import check_float, compute_dtype, on_auto_axes, path_names, path_str, safe_div
 from normopt.dims import MatrixDims, MatrixLayout, layout, to_matrices
 
 SCALE_RULES: dict[str, Callable[[int, int], float]] = {
@@ -42,7 +43,7 @@ SCALE_RULES: dict[str, Callable[[int, int], float]] = {
 def _compute_dtype(x: jax.Array) -> jnp.dtype:
     if not jnp.issubdtype(x.dtype, jnp.floating):
         raise TypeError(f"norms act on floating-point arrays, got dtype {x.dtype}")
-    return jnp.float64 if x.dtype == jnp.float64 else jnp.float32
+    return compute_dtype(x)
 
 
 def _prescale(x: jax.Array, axis: Any = None) -> tuple[jax.Array, jax.Array]:
@@ -63,19 +64,7 @@ def _unit(x: jax.Array, axis: Any = None) -> jax.Array:
     """x / ‖x‖₂ over ``axis`` in the compute dtype, with 0 ↦ 0."""
     y, _ = _prescale(x, axis)
     n = jnp.sqrt(jnp.sum(y * y, axis=axis, keepdims=True))
-    return jnp.where(n == 0, 0.0, y / jnp.where(n == 0, 1.0, n))  # NaN/inf input stays NaN (never silently 0)
-
-
-def on_auto_axes(f: Callable[[Any], Any], x: Any) -> Any:
-    """``f(x)`` with the Explicit mesh axes of ``x`` switched to Auto inside ``f``, the result sharded like ``x``.
-
-    Matrix kernels contract and reshape sharded axes, which Explicit sharding rejects (``ShardingTypeError``); on
-    Auto axes the compiler places the collectives. Arrays without Explicit axes go straight to ``f``."""
-    shardings = jax.tree.map(lambda a: jax.typeof(a).sharding, x)
-    explicit = {ax for s in jax.tree.leaves(shardings) for ax in s.mesh.explicit_axes}
-    if not explicit:
-        return f(x)
-    return jax.sharding.auto_axes(f, axes=tuple(sorted(explicit)), out_sharding=shardings)(x)
+    return safe_div(y, n)
 
 
 class Norm:
@@ -252,8 +241,7 @@ class Spectral(MatrixNorm):
     def __post_init__(self):
         if self.scale_rule not in SCALE_RULES:
             raise ValueError(f"unknown scale rule {self.scale_rule!r}; choose one of {sorted(SCALE_RULES)}")
-        if isinstance(self.method, str):
-            polar.default_steps(self.method)  # an unknown method name fails here (at init), not inside jit
+        polar.check_kernel(self.method, self.steps, self.compute_dtype)  # fails when built, not inside jit
 
     @property
     def name(self):
@@ -352,6 +340,69 @@ class Scaled(Norm):
         return row
 
 
+@dataclasses.dataclass(frozen=True)
+class Stacked(Norm):
+    """A norm applied to each slice along ``batch`` axes (stacked layers, experts): ‖x‖ = maxₛ ‖xₛ‖;
+    dual Σₛ ‖gₛ‖*; dualize slice by slice — the max norm of the product space, so an ``(L, d)`` stack of vectors
+    is L vectors and each slice's update is independent of L."""
+
+    base: Norm
+    batch: tuple[int, ...]
+
+    @property
+    def name(self):
+        return self.base.name
+
+    def check(self, shape):
+        if any(not 0 <= a < len(shape) for a in self.batch):
+            raise ValueError(f"stack axes {self.batch} are out of range for shape {shape}")
+        self.base.check(tuple(d for a, d in enumerate(shape) if a not in self.batch))
+
+    def _slices(self, x: jax.Array) -> tuple[jax.Array, Callable[[jax.Array], jax.Array]]:
+        rest = tuple(a for a in range(x.ndim) if a not in self.batch)
+        order = self.batch + rest
+        moved = jnp.transpose(x, order)
+        inverse = tuple(sorted(range(x.ndim), key=order.__getitem__))
+        flat = moved.reshape((-1,) + moved.shape[len(self.batch) :])
+        return flat, lambda y: jnp.transpose(y.reshape(moved.shape), inverse)
+
+    def norm(self, x):
+        return jnp.max(jax.vmap(self.base.norm)(self._slices(x)[0]), initial=0.0)
+
+    def dual_norm(self, g):
+        return jnp.sum(jax.vmap(self.base.dual_norm)(self._slices(g)[0]))
+
+    def dualize(self, g):
+        flat, back = self._slices(g)
+        return back(jax.vmap(self.base.dualize)(flat))
+
+    def describe(self, shape):
+        return {
+            **self.base.describe(tuple(d for a, d in enumerate(shape) if a not in self.batch)),
+            "batch_axes": str(self.batch),
+        }
+
+
+def with_layout(norm: Norm, layout: Any) -> Norm:
+    """``norm`` reading its leaf as ``layout`` (a :class:`normopt.layouts.Layout`) says: a matrix norm without
+    explicit dims takes the layout's fan-in/fan-out axes; a vector norm on a stacked vector (an ``(L, d)`` norm
+    scale) acts on each of the L slices. A vector norm on a matrix leaf reads the whole leaf, as before."""
+    if isinstance(norm, Scaled):
+        return Scaled(with_layout(norm.base, layout), norm.radius)
+    if isinstance(norm, MatrixNorm):
+        if norm.dims is not None:
+            return norm
+        if layout.dims is None:
+            raise ValueError(
+                f"the layout reads this leaf as a vector ({layout.source}), but its norm {norm.name!r} is a matrix "
+                "norm; give it a vector norm (rms, l2, linf, l1) or a layout that reads it as a matrix"
+            )
+        return dataclasses.replace(norm, dims=layout.dims)
+    if layout.role == "vector" and layout.batch and not isinstance(norm, Stacked):
+        return Stacked(norm, tuple(layout.batch))
+    return norm
+
+
 def scaled(norm: Norm | str, radius: Any) -> Norm:
     """``norm`` with a unit ball of radius ``radius`` (may be a traced hyperparameter)."""
     return Scaled(get(norm), radius)
@@ -440,26 +491,6 @@ callable ``(path, leaf) -> Norm | None`` where ``path`` is a tuple of strings su
 "kernel")``. ``None`` leaves the leaf unchanged (identity)."""
 
 
-def path_names(path: tuple[Any, ...]) -> tuple[str, ...]:
-    """A jax key path as a tuple of plain strings, without the trailing ``.value`` of a Flax NNX Variable (so
-    ``nnx.state(model)`` paths read like linen ones: ``("attn", "query", "kernel")``)."""
-    if path and isinstance(path[-1], jax.tree_util.GetAttrKey) and path[-1].name == "value":
-        path = path[:-1]
-    out = []
-    for k in path:
-        for attr in ("key", "name", "idx"):
-            if hasattr(k, attr):
-                out.append(str(getattr(k, attr)))
-                break
-        else:
-            out.append(str(k))
-    return tuple(out)
-
-
-def path_str(path: tuple[Any, ...]) -> str:
-    return "/".join(path_names(path)) or "<root>"
-
-
 def _is_norm_leaf(x: Any) -> bool:
     return x is None or isinstance(x, (Norm, str))
 
@@ -494,11 +525,7 @@ def resolve(spec: NormSpec, tree: Any) -> Any:
             n = get(n)
         except ValueError as e:
             raise ValueError(f"{where}: {e}") from None
-        if not jnp.issubdtype(jnp.result_type(x), jnp.floating):
-            raise TypeError(
-                f"{where}: dtype {jnp.result_type(x)} is not floating point; dualization needs float leaves. "
-                "Exclude it with optax.masked / optax.set_to_zero or give it the norm None."
-            )
+        check_float(p, x)
         try:
             n.check(tuple(jnp.shape(x)))
         except ValueError as e:

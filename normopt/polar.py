@@ -43,6 +43,8 @@ import jax.numpy as jnp
 import numpy as np
 from numpy.typing import ArrayLike
 
+from normopt import _numerics
+
 # Polar Express table published with the paper (ℓ = 1e-3, degree 5, cushion 0.02407327424182761, no safety).
 POLAR_EXPRESS_TABLE = np.array(
     [
@@ -118,6 +120,38 @@ def default_steps(method: str | ArrayLike) -> int | None:
         _check_name(method)
         return None if method == "svd" else 5
     return int(np.shape(method)[0])
+
+
+def check_kernel(method: str | ArrayLike, steps: int | None, compute_dtype: str | None) -> None:
+    """Raises ``ValueError``/``TypeError`` naming the argument when ``method``, ``steps`` or ``compute_dtype`` is
+    not a valid kernel choice. Called by :func:`orthogonalize` and by every optimizer when it is built."""
+    if isinstance(steps, jax.core.Tracer) or isinstance(steps, jax.Array):
+        raise TypeError(
+            "`steps` must be a static Python int, got a traced value; under optax.inject_hyperparams list it in "
+            "`static_args` (e.g. optax.inject_hyperparams(normopt.muon, static_args=('steps',)))."
+        )
+    if isinstance(method, str):
+        _check_name(method)
+        name = "you6" if steps == 6 and method == "you" else method
+        rows = None if name in _REPEATABLE or name == "svd" else len(COEFFICIENTS[name])
+    else:
+        shape = np.shape(method)
+        if len(shape) != 2 or shape[1] != 3 or shape[0] < 1:
+            raise ValueError(f"method: a coefficient table must have shape (steps, 3), got {shape}.")
+        rows = shape[0]
+    if steps is not None:
+        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)):
+            raise TypeError(f"steps must be a Python int or None, got {steps!r}")
+        if steps < 1 or (rows is not None and steps > rows):
+            allowed = "≥ 1" if rows is None else f"between 1 and {rows} (the rows of the {method!r} table)"
+            raise ValueError(f"steps={steps} is out of range for method {method!r}; allowed: {allowed}.")
+    if compute_dtype is not None:
+        try:
+            dtype = jnp.dtype(compute_dtype)
+        except TypeError:
+            raise ValueError(f"compute_dtype={compute_dtype!r} is not a dtype; use 'float32' or 'bfloat16'") from None
+        if not jnp.issubdtype(dtype, jnp.floating):
+            raise ValueError(f"compute_dtype={compute_dtype!r} must be a floating dtype (float32, bfloat16, ...)")
 
 
 def _check_name(method: str) -> None:
@@ -270,7 +304,7 @@ def _svd_polar(x: jax.Array) -> jax.Array:
 @functools.partial(jax.jit, static_argnames=("kind", "compute_dtype", "tighten", "restarts"))
 def _orthogonalize(x, table, scale, eps, *, kind: str, compute_dtype: str, tighten: bool, restarts: tuple[int, ...]):
     out_dtype = x.dtype
-    acc = jnp.float64 if compute_dtype == "float64" else jnp.float32
+    acc = _numerics.compute_dtype(jnp.dtype(compute_dtype))  # normalization in ≥ fp32
     x = x.astype(acc)
     if kind == "svd":
         return _svd_polar(x).astype(out_dtype)
@@ -319,26 +353,19 @@ def orthogonalize(
         (float64 for float64 input). Normalization is always done in ≥ float32.
       eps: added to the denominator s·‖x‖_F.
     """
-    if isinstance(steps, jax.core.Tracer):
-        raise TypeError(
-            "`steps` must be a static Python int, got a traced value; under optax.inject_hyperparams pass "
-            "it in `static_args`."
-        )
+    check_kernel(method, steps, compute_dtype)
     x = jnp.asarray(x)
     if x.ndim < 2:
         raise ValueError(f"orthogonalize needs an array of shape (..., m, n), got shape {x.shape}.")
     if not jnp.issubdtype(x.dtype, jnp.floating):
-        x = x.astype(jnp.float32)
+        raise TypeError(f"orthogonalize needs a floating-point array, got dtype {x.dtype}; cast it first.")
     if compute_dtype is None:
-        compute_dtype = "float64" if x.dtype == jnp.float64 else "float32"
+        compute_dtype = _numerics.compute_dtype(x).name
     compute_dtype = jnp.dtype(compute_dtype).name
     name = method if isinstance(method, str) else None
     if name is None:
         table = np.asarray(method) if not isinstance(method, jax.Array) else method
-        if table.ndim != 2 or table.shape[1] != 3 or table.shape[0] < 1:
-            raise ValueError(f"A coefficient table must have shape (steps, 3), got {table.shape}.")
     else:
-        _check_name(name)
         if name == "you" and steps == 6:
             name = "you6"
         table = COEFFICIENTS.get(name)
@@ -346,8 +373,6 @@ def orthogonalize(
     if name == "svd":
         kind, table = "svd", np.zeros((1, 3))
     else:
-        if steps < 1 or (steps > table.shape[0] and name not in _REPEATABLE):
-            raise ValueError(f"steps={steps} is invalid for a table with {table.shape[0]} rows.")
         if steps > table.shape[0]:
             table = np.concatenate([table, np.repeat(table[-1:], steps - table.shape[0], axis=0)])
         table = table[:steps]

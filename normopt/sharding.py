@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,6 +28,7 @@ from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from normopt import norms as norms_lib
+from normopt._numerics import on_auto_axes
 from normopt.dims import layout, to_matrices
 
 
@@ -70,7 +70,7 @@ class LayerSharded:
         if picked:
             norms_picked = [norm_leaves[i] for i in picked]
             sources = [_matrix_spec(leaves[i], _spectral(n)[0].dims) for i, n in zip(picked, norms_picked, strict=True)]
-            spectral = _on_auto_axes(
+            spectral = on_auto_axes(
                 lambda gs: self._dualize_spectral(norms_picked, sources, gs), [leaves[i] for i in picked]
             )
             for i, d in zip(picked, spectral, strict=True):
@@ -146,18 +146,6 @@ class LayerSharded:
         return [result[a:b] for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
 
 
-def _on_auto_axes(f: Any, xs: list[jax.Array]) -> Any:
-    """``f(xs)`` with every Explicit mesh axis (of the context mesh or of ``xs``) switched to Auto inside ``f``
-    (sharding constraints may only name Auto axes), the results sharded like ``xs``."""
-    context = jax.sharding.get_abstract_mesh()
-    shardings = [jax.typeof(x).sharding for x in xs]
-    shardings = [NamedSharding(context, P()) if s.mesh.empty else s for s in shardings]  # unplaced: replicated
-    explicit = set(context.explicit_axes).union(*(s.mesh.explicit_axes for s in shardings))
-    if not explicit:
-        return f(xs)
-    return jax.sharding.auto_axes(f, axes=tuple(sorted(explicit)), out_sharding=shardings)(xs)
-
-
 def _axis_names(entry: Any) -> tuple[str, ...]:
     return () if entry is None else ((entry,) if isinstance(entry, str) else tuple(entry))
 
@@ -187,47 +175,3 @@ def layer_sharded(mesh: Mesh, axes: str | Sequence[str] | None = None) -> LayerS
     if unknown or not axes:
         raise ValueError(f"layer_sharded: axes {axes} must be a non-empty subset of the mesh axes {mesh.axis_names}")
     return LayerSharded(mesh, axes)
-
-
-COLLECTIVES = ("all-to-all", "all-gather", "all-reduce", "reduce-scatter", "collective-permute")
-_DTYPE_BYTES = {
-    "pred": 1,
-    "s8": 1,
-    "u8": 1,
-    "bf16": 2,
-    "f16": 2,
-    "s16": 2,
-    "u16": 2,
-    "f32": 4,
-    "s32": 4,
-    "u32": 4,
-    "f64": 8,
-    "s64": 8,
-    "u64": 8,
-    "c64": 8,
-    "c128": 16,
-}
-_OP = re.compile(r"=\s*(.*?)\s+(" + "|".join(COLLECTIVES) + r")(-start)?\(")
-_SHAPE = re.compile(r"\b(" + "|".join(_DTYPE_BYTES) + r")\[([\d,]*)\]")
-
-
-def collectives(hlo_text: str) -> dict[str, dict[str, int]]:
-    """Counts the collectives in compiled HLO (``jitted.lower(...).compile().as_text()``) and the bytes each
-    device receives from them: ``{op: {"count": k, "bytes": b, "largest": l}}``, where b sums the ops' result
-    shapes (the per-device buffer; for an all-to-all or all-gather that is what crosses the network, up to the
-    local 1/D) and l is the largest single op's.
-    """
-    out = {op: {"count": 0, "bytes": 0, "largest": 0} for op in COLLECTIVES}
-    for line in hlo_text.splitlines():
-        match = _OP.search(line)
-        if match is None:
-            continue
-        op = match.group(2)
-        size = sum(
-            _DTYPE_BYTES[dtype] * math.prod(int(d) for d in dims.split(",") if d)
-            for dtype, dims in _SHAPE.findall(match.group(1))
-        )
-        out[op]["count"] += 1
-        out[op]["bytes"] += size
-        out[op]["largest"] = max(out[op]["largest"], size)
-    return out

@@ -17,26 +17,53 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from normopt import _describe, _numerics, layouts, partition
 from normopt import norms as norms_lib
-from normopt import partition
 
 MODES = ("constrained", "regularized")
 
 
 def _inner(g: jax.Array, d: jax.Array) -> jax.Array:
-    """⟨g, d⟩ accumulated in fp32 (fp64 for fp64 inputs)."""
-    dtype = jnp.float64 if g.dtype == jnp.float64 else jnp.float32
+    """⟨g, d⟩ accumulated in ≥ fp32."""
+    dtype = _numerics.compute_dtype(g)
     return jnp.sum(g.astype(dtype) * d.astype(dtype))
 
 
-def dualize(norms: Any, mode: str = "constrained", sharding: Any = None) -> optax.GradientTransformation:
+def tree_rule(spec: Any, tree: Any, layout: layouts.LayoutSpec = None, strict: bool = False) -> partition.Rule:
+    """The rule ``(path, leaf) -> Norm | None`` that ``spec`` (a :data:`normopt.norms.NormSpec`) gives the leaves
+    of ``tree``, each norm reading its leaf as ``layout`` says (:func:`normopt.norms.with_layout`)."""
+    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+    resolved = jax.tree.leaves(norms_lib.resolve(spec, tree), is_leaf=lambda x: x is None)
+    chosen = {}
+    for (p, x), n in zip(flat, resolved, strict=True):
+        path = _numerics.path_names(p)
+        if n is not None:
+            try:
+                n = norms_lib.with_layout(n, partition.read(path, x, layout, strict))
+                n.check(tuple(jnp.shape(x)))
+            except ValueError as e:
+                raise ValueError(f"{_numerics.path_str(p)} (shape {tuple(jnp.shape(x))}): {e}") from None
+        chosen[path] = n
+    return lambda path, leaf: chosen[tuple(path)]
+
+
+def dualize(
+    norms: Any,
+    mode: str = "constrained",
+    sharding: Any = None,
+    *,
+    layout: layouts.LayoutSpec = None,
+    strict: bool = False,
+) -> optax.GradientTransformation:
     """Maps each gradient leaf g_l to its steepest-descent direction under the chosen norm.
 
-    ``constrained``: u_l = dualize_l(g_l), the unit-norm direction of steepest ascent.
-    ``regularized``: u_l = ‖g_l‖*_l · dualize_l(g_l), per leaf; for a :func:`normopt.norms.weighted_max` norm the
-    whole tree shares one factor ‖g‖* = Σ_l ‖g_l‖*_l / w_l (a global coupling of the layers' step lengths).
-    The dual norm is computed as ⟨g, dualize(g)⟩, exact for exact dualizations and consistent with approximate ones.
-    With l2 the regularized mode is plain gradient descent.
+        constrained:  u_l = dualize_l(g_l)                 (the unit-norm direction of steepest ascent)
+        regularized:  u_l = ‖g_l‖*_l · dualize_l(g_l)
+
+    For a :func:`normopt.norms.weighted_max` norm the regularized mode shares one factor ‖g‖* = Σ_l ‖g_l‖*_l / w_l
+    across the tree (a global coupling of the layers' step lengths). The dual norm is computed as ⟨g, dualize(g)⟩,
+    exact for exact dualizations and consistent with approximate ones. With l2 the regularized mode is plain
+    gradient descent (Bernstein & Newhouse 2024, "Old optimizer, new norm").
 
     Args:
       norms: a :data:`normopt.norms.NormSpec` (one Norm or name, a pytree of Norms/None that is a prefix of the
@@ -45,49 +72,62 @@ def dualize(norms: Any, mode: str = "constrained", sharding: Any = None) -> opta
       mode: ``"constrained"`` or ``"regularized"``.
       sharding: None, or :func:`normopt.sharding.layer_sharded` to orthogonalize same-shape spectral leaves as
         stacks whose whole matrices are spread over a mesh (same values; see :mod:`normopt.sharding`).
+      layout: how each leaf is read (:data:`normopt.layouts.LayoutSpec`): matrix norms built without ``dims`` take
+        the leaf's fan-in/fan-out axes from it, vector norms act on each slice of its stack axes. None: names.
+      strict: raise (naming the leaf) when a leaf with ≥ 2 dimensions would be read only from its name.
 
     Returns:
       A stateless ``optax.GradientTransformation``; constrained updates keep each leaf's dtype, regularized ones
       are ≥ float32 (‖g‖*·dualize(g) can pass the fp16 maximum before the learning rate scales it down).
+
+    Example:
+      >>> import jax.numpy as jnp, optax, normopt
+      >>> tx = optax.chain(normopt.dualize(normopt.norms.spectral()), optax.scale_by_learning_rate(0.1))
+      >>> g = {"w": jnp.eye(3)}
+      >>> u, _ = tx.update(g, tx.init(g))
+      >>> [round(float(v), 4) for v in u["w"].diagonal()]
+      [-0.1, -0.1, -0.1]
     """
-    if mode not in MODES:
-        raise ValueError(f"unknown mode {mode!r}; choose one of {MODES}")
+    _numerics.check_choice("mode", mode, MODES, owner="dualize")
+    layouts.check_spec(layout)
     combined = isinstance(norms, norms_lib.WeightedMax)
     spec = norms.norms if combined else norms
 
+    def resolved(tree):
+        rule = tree_rule(spec, tree, layout, strict)
+        return jax.tree_util.tree_map_with_path(lambda p, x: rule(_numerics.path_names(p), x), tree), rule
+
     def init_fn(params):
-        norms_lib.resolve(spec, params)  # fail at init, with the leaf's path, rather than inside a jitted step
+        _, rule = resolved(params)  # fail at init, naming the leaf, rather than inside a jitted step
+        _describe.record(rule, layout, params)
         return optax.EmptyState()
 
     def update_fn(updates, state, params=None):
         del params
-        resolved = norms_lib.resolve(spec, updates)
+        chosen, _ = resolved(updates)
         if sharding is not None:
-            directions = sharding.dualize(resolved, updates)
-            if combined:
-                directions = norms_lib._map(
-                    lambda n, d, w: d / jnp.asarray(w, d.dtype), resolved, directions, norms._weights(updates)
-                )
-        elif combined:
-            directions = norms.dualize(updates)
+            directions = sharding.dualize(chosen, updates)
         else:
-            directions = norms_lib._map(lambda n, g: n.dualize(g), resolved, updates)
+            directions = norms_lib._map(lambda n, g: n.dualize(g), chosen, updates)
+        if combined:
+            directions = norms_lib._map(
+                lambda n, d, w: d / jnp.asarray(w, d.dtype), chosen, directions, norms._weights(updates)
+            )
         if mode == "regularized":
-            leaves = [
-                (g, d)
-                for n, g, d in zip(
-                    jax.tree.leaves(resolved, is_leaf=lambda x: x is None),
-                    jax.tree.leaves(updates),
-                    jax.tree.leaves(directions),
-                    strict=True,
-                )
-                if n is not None
-            ]
             if combined:
-                total = sum(_inner(g, d) for g, d in leaves)
-                directions = norms_lib._map(lambda n, d: d * total, resolved, directions)
+                total = sum(
+                    _inner(g, d)
+                    for n, g, d in zip(
+                        jax.tree.leaves(chosen, is_leaf=lambda x: x is None),
+                        jax.tree.leaves(updates),
+                        jax.tree.leaves(directions),
+                        strict=True,
+                    )
+                    if n is not None
+                )
+                directions = norms_lib._map(lambda n, d: d * total, chosen, directions)
             else:
-                directions = norms_lib._map(lambda n, g, d: d * _inner(g, d), resolved, updates, directions)
+                directions = norms_lib._map(lambda n, g, d: d * _inner(g, d), chosen, updates, directions)
         return directions, state
 
     return optax.GradientTransformation(init_fn, update_fn)
@@ -120,16 +160,17 @@ def momentum(
     The arithmetic and the returned updates are in ≥ float32 (float64 stays float64), so fp16 gradients near the
     fp16 maximum do not overflow; cast the final update back (the normopt aliases do) or let ``optax.apply_updates``.
     """
-    mu_dtype = None if mu_dtype is None else jnp.dtype(mu_dtype)
+    _numerics.check_range("beta", beta, 0.0, 1.0, hi_open=True, owner="momentum")
+    mu_dtype = _numerics.check_dtype("mu_dtype", mu_dtype, owner="momentum")
 
     def init_fn(params):
-        partition.check_float_leaves(params)
+        _numerics.check_float_leaves(params)
         return MomentumState(jnp.zeros([], jnp.int32), optax.tree.zeros_like(params, dtype=mu_dtype))
 
     def update_fn(updates, state, params=None):
         del params
         # Arithmetic in ≥ fp32: in fp16 the debiased g/(1 − β) overflows for |g| > 3.3e3 (β = 0.95).
-        grads = jax.tree.map(lambda g: g.astype(jnp.promote_types(g.dtype, jnp.float32)), updates)
+        grads = jax.tree.map(lambda g: g.astype(_numerics.compute_dtype(g)), updates)
         mu = optax.tree.update_moment(grads, state.mu, beta, 1)
         count = optax.safe_increment(state.count)
         if nesterov:

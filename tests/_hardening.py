@@ -64,8 +64,8 @@ OPTIMIZERS: dict[str, Callable[..., optax.GradientTransformation]] = {
     "dion": lambda lr=0.02, **kw: normopt.dion(lr, **({"weight_decay": 0.01} | kw)),
     "fadam": lambda lr=0.02, **kw: normopt.fadam(lr, **kw),
     "shampoo": lambda lr=0.02, **kw: normopt.shampoo(lr, **kw),
-    "mirror_descent": lambda lr=0.02, **kw: normopt.mirror_descent(lr, "euclidean", **kw),
-    "prox_l1": lambda lr=0.02, **kw: optax.chain(optax.sgd(lr, momentum=0.9), normopt.prox_l1(0.01, lr), **kw),
+    "mirror_descent": lambda lr=0.02, **kw: normopt.mirror_descent(lr, mirror_map="euclidean", **kw),
+    "prox_l1": lambda lr=0.02, **kw: optax.chain(optax.sgd(lr, momentum=0.9), normopt.prox_l1(lr, strength=0.01), **kw),
 }
 """name -> factory(lr, **kwargs): every optimizer and transformation normopt ships, with momentum switched on
 where it has any (so that its state is not trivial)."""

@@ -21,8 +21,11 @@ import optax
 from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-import normopt
-from normopt import sharding as nsh
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # benchmarks/ is a script folder
+
+import normopt  # noqa: E402
+from benchmarks.hlo import collectives  # noqa: E402
+from normopt import sharding as nsh  # noqa: E402
 
 MODES = {"explicit": AxisType.Explicit, "auto": AxisType.Auto}
 
@@ -154,7 +157,7 @@ def check(results, name, final, reference, start, params, state, hlo=None):
             "specs_kept": specs_kept(params, (final[k], state[k])),
         }
         if hlo is not None:
-            entry["collectives"] = nsh.collectives(hlo)
+            entry["collectives"] = collectives(hlo)
         results[f"{name}/{k}"] = entry
 
 

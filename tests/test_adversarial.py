@@ -6,38 +6,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+import references
 from _hardening import ADAMW_FALLBACK, DECAY, OPTIMIZERS, grads, is_finite, optimizer, small_params, update
-from conftest import polar_np, random_matrix
+from references import random_matrix
 
 import normopt
 from normopt import norms
 
 SCALE_FREE = ("muon", "scion", "steepest_descent", "sign_sgd", "normalized_sgd", "dion")
-
-
-def _reference_dualize(name: str, g: np.ndarray) -> np.ndarray:
-    """float64 numpy dualizations, straight from the table in REFERENCES §1 (g is [fan_in, fan_out])."""
-    n, (d_in, d_out) = g.size, g.shape
-    if name == "l2":
-        return g / np.linalg.norm(g)
-    if name == "rms":
-        return np.sqrt(n) * g / np.linalg.norm(g)
-    if name == "linf":
-        return np.sign(g)
-    if name == "l1":
-        out = np.zeros(n)
-        k = np.argmax(np.abs(g))
-        out[k] = np.sign(g.reshape(-1)[k])
-        return out.reshape(g.shape)
-    if name == "spectral":
-        return polar_np(g)
-    if name == "rms_to_rms":
-        return np.sqrt(d_out / d_in) * polar_np(g)
-    if name == "l1_to_rms":
-        return np.sqrt(d_out) * g / np.linalg.norm(g, axis=1, keepdims=True)
-    if name == "rms_to_linf":
-        return g / (np.sqrt(d_in) * np.linalg.norm(g, axis=0, keepdims=True))
-    raise AssertionError(name)
 
 
 def _exact(name):
@@ -126,9 +102,9 @@ def test_tiny_and_huge_gradients_in_fp32(name, scale):
     norm = _exact(name)
     d = norm.dualize(jnp.asarray(g * scale, jnp.float32))
     assert bool(jnp.all(jnp.isfinite(d)))
-    np.testing.assert_allclose(d, _reference_dualize(name, g), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(d, references.dualize(name, g), rtol=1e-4, atol=1e-5)
     dual = float(norm.dual_norm(jnp.asarray(g * scale, jnp.float32)))
-    np.testing.assert_allclose(dual / scale, np.sum(g * _reference_dualize(name, g)), rtol=1e-4)
+    np.testing.assert_allclose(dual / scale, np.sum(g * references.dualize(name, g)), rtol=1e-4)
 
 
 @pytest.mark.parametrize("name", SCALE_FREE)

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import polar_np
+from references import polar_factor
 
 import normopt
 
@@ -38,7 +38,7 @@ def test_muon_update_is_scaled_polar_factor_of_momentum(rng):
     g = jax.tree.map(lambda x: jnp.asarray(rng.standard_normal(x.shape), x.dtype), params)
     u, _ = tx.update(g, tx.init(params))
     for k, (fi, fo) in {"a": (32, 64), "b": (64, 16)}.items():
-        expect = -0.1 * np.sqrt(fo / fi) * polar_np(np.asarray(g[k], np.float64))
+        expect = -0.1 * np.sqrt(fo / fi) * polar_factor(np.asarray(g[k], np.float64))
         np.testing.assert_allclose(u[k], expect, rtol=1e-4, atol=1e-6)
 
 
@@ -57,11 +57,14 @@ def test_muon_handles_scanned_and_conv_leaves_and_falls_back_for_the_rest(rng):
     u, _ = normopt.muon(1.0, method="svd", beta=0.0).update(g, normopt.muon(1.0).init(params))
     for i in range(3):  # each scanned slice is its own matrix
         np.testing.assert_allclose(
-            u["scan"]["kernel"][i], -np.sqrt(4 / 8) * polar_np(np.asarray(g["scan"]["kernel"][i])), rtol=1e-4, atol=1e-6
+            u["scan"]["kernel"][i],
+            -np.sqrt(4 / 8) * polar_factor(np.asarray(g["scan"]["kernel"][i])),
+            rtol=1e-4,
+            atol=1e-6,
         )
     flat = np.asarray(g["Conv_0"]["kernel"]).reshape(18, 4)
     np.testing.assert_allclose(
-        np.asarray(u["Conv_0"]["kernel"]).reshape(18, 4), -np.sqrt(4 / 18) * polar_np(flat), rtol=1e-4, atol=1e-6
+        np.asarray(u["Conv_0"]["kernel"]).reshape(18, 4), -np.sqrt(4 / 18) * polar_factor(flat), rtol=1e-4, atol=1e-6
     )
 
 
@@ -97,7 +100,7 @@ def test_scion_constrained_is_a_convex_combination(rng):
     tx = normopt.scion(0.1, constrained=True, radius=2.0, method="svd", beta=0.0)
     new = optax.apply_updates(params, tx.update(g, tx.init(params), params)[0])
     w, gw = (np.asarray(t["Dense_0"]["kernel"], np.float64) for t in (params, g))
-    np.testing.assert_allclose(new["Dense_0"]["kernel"], 0.9 * w - 0.1 * 2.0 * polar_np(gw), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(new["Dense_0"]["kernel"], 0.9 * w - 0.1 * 2.0 * polar_factor(gw), rtol=1e-4, atol=1e-6)
 
 
 def test_scion_rule_overrides_and_errors():

@@ -204,6 +204,7 @@ def test_implicit_bias_gd_is_pinv_and_sign_descent_is_flatter(tmp_path):
     assert table["min_linf"]["linf"] - 1e-9 <= table["sign"]["linf"] < table["pinv"]["linf"]  # flatter than A⁺b
 
 
+@pytest.mark.slow  # the family-tour example, end to end
 def test_family_tour_tiny():
     res = _load("family_tour").main(tiny=True)
     lasso = res["lasso"]

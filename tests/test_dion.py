@@ -38,7 +38,7 @@ def test_matches_float64_reference_over_two_steps(rank):
     rng = np.random.default_rng(0)
     params = {k: jnp.asarray(rng.standard_normal(s), jnp.float32) for k, s in SHAPES.items()}
     grads = [{k: jnp.asarray(rng.standard_normal(s), jnp.float32) for k, s in SHAPES.items()} for _ in range(2)]
-    opt = normopt.dion(0.1, rank=rank, mu=0.9, weight_decay=0.05)
+    opt = normopt.dion(0.1, rank=rank, beta=0.9, weight_decay=0.05)
     state = opt.init(params)
     q0 = state.inner_states["dion"].inner_state[0].q
     step = jax.jit(opt.update)
@@ -57,7 +57,7 @@ def test_scanned_and_conv_leaves_are_stacks_of_matrices():
     """A 3-D leaf is 3 independent matrices; a conv kernel [3, 3, in, out] is the matrix [9·in, out]."""
     rng = np.random.default_rng(1)
     g = {"scan": rng.standard_normal((3, 8, 5)), "conv": rng.standard_normal((3, 3, 2, 4))}
-    tx = normopt.scale_by_dion(2)
+    tx = normopt.scale_by_dion(rank=2)
     state = tx.init(jax.tree.map(jnp.asarray, g))
     u, _ = jax.jit(tx.update)(jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), g), state)
     for i in range(3):

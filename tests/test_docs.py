@@ -34,6 +34,7 @@ def test_block_extraction_sees_python_and_skips_other_fences(tmp_path):
     assert python_blocks(page) == [(4, "x = 1\n"), (12, "y = x + 1\n")]
 
 
+@pytest.mark.slow  # every docs page's code: several seconds each
 @pytest.mark.parametrize("page", PAGES, ids=[p.name for p in PAGES])
 def test_code_blocks_run(page, monkeypatch, tmp_path):
     matplotlib.use("Agg")
@@ -43,6 +44,7 @@ def test_code_blocks_run(page, monkeypatch, tmp_path):
         exec(compile(source, f"{page.relative_to(ROOT)}:{line}", "exec"), namespace)
 
 
+@pytest.mark.slow  # the docs build
 def test_mkdocs_build_strict(tmp_path):
     result = subprocess.run(
         [

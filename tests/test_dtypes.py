@@ -113,6 +113,7 @@ def test_norms_in_low_precision(name, dtype):
     np.testing.assert_allclose(np.asarray(d, np.float32), norm.dualize(g32), atol=2e-2 * float(jnp.abs(d).max()))
 
 
+@pytest.mark.slow  # a fresh interpreter with jax_enable_x64
 def test_float64_in_a_subprocess():
     """fp64 needs jax_enable_x64, which must be set before jax starts: run the checks in a fresh interpreter."""
     script = pathlib.Path(__file__).with_name("_fp64_check.py")

@@ -68,8 +68,12 @@ def test_weight_decay_needs_params():
     tx = normopt.fadam(0.1, weight_decay=0.1)
     with pytest.raises(ValueError, match="needs the params"):
         tx.update(jnp.ones(2), tx.init(jnp.ones(2)))
-    tx = normopt.fadam(0.1)  # a literal 0 needs none
-    tx.update(jnp.ones(2), tx.init(jnp.ones(2)))
+    tx = normopt.fadam(0.1)  # a literal 0 needs none, and the params would not change the update
+    g, params = jnp.array([0.5, -2.0]), jnp.array([3.0, 4.0])
+    without, _ = tx.update(g, tx.init(params))
+    with_params, _ = tx.update(g, tx.init(params), params)
+    np.testing.assert_array_equal(without, with_params)
+    assert bool(jnp.all(jnp.isfinite(without))) and bool(jnp.all(jnp.sign(without) == -jnp.sign(g)))
 
 
 @pytest.mark.parametrize(

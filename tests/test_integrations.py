@@ -181,7 +181,7 @@ def test_flax_nnx_optimizer():
         "dense/bias": "adamw",
         "dense/kernel": "rms_to_rms",
         "head/bias": "adamw",
-        "head/kernel": "rms_to_rms",
+        "head/kernel": "adamw",  # Jordan's recipe: the output head goes to AdamW
     }
 
     def loss_fn(model):

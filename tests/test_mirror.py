@@ -15,7 +15,7 @@ def test_euclidean_mirror_descent_is_sgd():
     rng = np.random.default_rng(0)
     params = {"a": jnp.asarray(rng.normal(size=(3, 2)), jnp.float32), "b": jnp.asarray(rng.normal(size=4))}
     grads = jax.tree.map(lambda x: x * 0.5 + 1.0, params)
-    md, sgd = normopt.mirror_descent(0.1, "euclidean"), optax.sgd(0.1)
+    md, sgd = normopt.mirror_descent(0.1, mirror_map="euclidean"), optax.sgd(0.1)
     u_md, _ = md.update(grads, md.init(params), params)
     u_sgd, _ = sgd.update(grads, sgd.init(params), params)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), u_md, u_sgd)
@@ -63,7 +63,7 @@ def test_p_norm_step_minimises_linear_plus_bregman(p):
         xj = jnp.asarray(x)
         np.testing.assert_allclose(mm.to_primal(mm.to_dual(xj)), x, rtol=1e-10)  # ∇ψ* inverts ∇ψ
         np.testing.assert_allclose(mm.to_dual(xj), jax.grad(mm.potential)(xj), rtol=1e-10)
-        tx = normopt.mirror_descent(eta, mm)
+        tx = normopt.mirror_descent(eta, mirror_map=mm)
         u, _ = tx.update(jnp.asarray(g), tx.init(xj), xj)
         new = x + np.asarray(u)
 
@@ -99,9 +99,9 @@ def test_bad_input_raises_with_the_leaf_path():
     with pytest.raises(ValueError, match=r"simplex: w: .*sum to 1"):
         tx.init({"w": jnp.array([0.5, 0.6])})
     with pytest.raises(ValueError, match=r"entropy: w: .*> 0"):
-        normopt.mirror_descent(0.1, "entropy").init({"w": jnp.array([1.0, -1.0])})
+        normopt.mirror_descent(0.1, mirror_map="entropy").init({"w": jnp.array([1.0, -1.0])})
     with pytest.raises(ValueError, match="unknown mirror map"):
-        normopt.mirror_descent(0.1, "kl")
+        normopt.mirror_descent(0.1, mirror_map="kl")
     with pytest.raises(ValueError, match="1 < p < inf"):
         mirror.p_norm(1.0)
     with pytest.raises(ValueError, match="with params"):

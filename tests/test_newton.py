@@ -8,7 +8,7 @@ import optax
 import pytest
 
 import normopt
-from normopt.newton import _nearest_kronecker
+from normopt.family.newton import _nearest_kronecker
 
 
 def _spd(rng, n):

@@ -8,7 +8,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import polar_np, random_matrix
+import references
+from references import polar_factor, random_matrix
 
 from normopt import norms
 from normopt.dims import MatrixDims
@@ -19,39 +20,15 @@ DTYPES = [jnp.float64] if X64 else [jnp.float32, jnp.bfloat16, jnp.float16]
 RTOL = {jnp.float64: 1e-10, jnp.float32: 2e-5, jnp.bfloat16: 2e-2, jnp.float16: 4e-3}
 
 
-# ---- float64 references, written from the table in REFERENCES §1 -------------------------------------------------
-def ref(name: str, g: np.ndarray, eps: float = np.finfo(np.float64).eps if X64 else np.finfo(np.float32).eps):
+# ---- float64 references: tests/references.py, written from the table in REFERENCES §1 ---------------------------
+EPS = np.finfo(np.float64).eps if X64 else np.finfo(np.float32).eps
+
+
+def ref(name: str, g: np.ndarray, eps: float = EPS):
     """(norm, dual_norm, dualize) of a 2-D float64 array read as [fan_in, fan_out] (vector norms: all entries).
 
     Singular values below max(shape)·eps·σ_max (eps of the computation dtype) are round-off and count as zero."""
-    n = g.size
-    d_in, d_out = g.shape
-    l2 = np.linalg.norm(g)
-    sv = np.linalg.svd(g, compute_uv=False)
-    rows, cols = np.linalg.norm(g, axis=1), np.linalg.norm(g, axis=0)
-    safe = lambda a: np.where(a > 0, a, 1.0)
-    if name == "l2":
-        return l2, l2, g / (l2 or 1.0)
-    if name == "rms":
-        return l2 / np.sqrt(n), np.sqrt(n) * l2, np.sqrt(n) * g / (l2 or 1.0)
-    if name == "linf":
-        return np.abs(g).max(), np.abs(g).sum(), np.sign(g)
-    if name == "l1":
-        k = np.argmax(np.abs(g))
-        e = np.zeros(n)
-        e[k] = np.sign(g.flat[k])
-        return np.abs(g).sum(), np.abs(g).max(), e.reshape(g.shape)
-    polar = polar_np(g, max(g.shape) * eps)
-    if name == "spectral":
-        return sv.max(), sv.sum(), polar
-    if name == "rms_to_rms":
-        c = np.sqrt(d_out / d_in)
-        return sv.max() / c, c * sv.sum(), c * polar
-    if name == "l1_to_rms":
-        return rows.max() / np.sqrt(d_out), np.sqrt(d_out) * rows.sum(), np.sqrt(d_out) * g / safe(rows)[:, None]
-    if name == "rms_to_linf":
-        return np.sqrt(d_in) * cols.max(), cols.sum() / np.sqrt(d_in), g / (np.sqrt(d_in) * safe(cols))[None, :]
-    raise KeyError(name)
+    return references.closed_forms(name, g, rtol=max(g.shape) * eps)
 
 
 EXACT = {
@@ -144,7 +121,7 @@ def _ball_samples(name, rng, k=3000, shape=(3, 2)):
     if name == "rms_to_linf":
         return t / (np.linalg.norm(t, axis=1, keepdims=True) * np.sqrt(shape[0]))
     if name in ("spectral", "rms_to_rms"):
-        t = np.stack([polar_np(x) for x in t])
+        t = np.stack([polar_factor(x) for x in t])
     if name == "l1":
         t = t**9  # push samples towards the vertices ±e_k
     return t / np.array([ref(name, x)[0] for x in t])[:, None, None]
@@ -174,7 +151,7 @@ def test_spectral_unit_ball_extreme_points(rng):
 def test_default_spectral_close_to_exact_polar(shape, rng):
     g = random_matrix(rng, *shape, cond=100)
     d = np.asarray(norms.spectral().dualize(jnp.asarray(g, jnp.float32)), np.float64)
-    p = polar_np(g)
+    p = polar_factor(g)
     sv = np.linalg.svd(d, compute_uv=False)
     assert np.all(np.abs(sv - 1) < 0.15)  # Polar Express, 5 steps: σ ∈ [1e-3, 1]·σ_max maps within 0.124 of 1
     assert np.linalg.norm(d - p, 2) < 0.15
@@ -247,6 +224,7 @@ def test_jit_and_vmap():
         np.testing.assert_allclose(jax.vmap(n.dualize)(g)[1], n.dualize(g[1]), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow  # a fresh interpreter with jax_enable_x64
 @pytest.mark.skipif(X64, reason="this test launches the float64 run")
 def test_float64_in_subprocess():
     """The reference and identity tests again with jax_enable_x64 (float64 arrays, 1e-10 tolerances)."""

@@ -36,11 +36,15 @@ def test_flax_linen_block_is_read_as_documented():
 
 def test_layout_override_and_first_match_wins():
     path = ("params", "experts", "kernel")
-    assert partition.default_dims(path, (4, 8, 16)) == MatrixDims()
+    leaf = jnp.zeros((4, 8, 16))
+    names_only = partition.read(path, leaf)  # last resort: leading axes are a stack
+    assert (names_only.fan_in, names_only.fan_out, names_only.batch, names_only.source) == ((1,), (2,), (0,), "names")
     custom = {"experts": MatrixDims(fan_in=(0, 1), fan_out=(2,))}
-    assert partition.default_dims(path, (4, 8, 16), custom) == custom["experts"]
+    assert partition.read(path, leaf, custom).dims == MatrixDims(fan_in=(0, 1), fan_out=(2,))
     assert partition.first_match({"exp": 1, "experts": 2}, path) == 1
-    assert partition.default_dims(("bias",), (3,)) is None
+    assert partition.read(("bias",), jnp.zeros(3)).role == "vector"
+    with pytest.raises(ValueError, match=r"params/experts/kernel \(shape \(4, 8, 16\)\): strict=True"):
+        partition.read(path, leaf, strict=True)
 
 
 def test_describe_accepts_norm_specs_and_raises_for_unhandled_leaves():

@@ -8,7 +8,7 @@ import pytest
 from scipy import optimize
 
 import normopt
-from normopt.prox import soft_threshold
+from normopt.family.prox import soft_threshold
 
 
 def test_soft_threshold_is_the_prox_of_l1_by_brute_force():
@@ -23,7 +23,7 @@ def test_prox_l1_after_sgd_is_ista_step_with_scheduled_threshold():
     rng = np.random.default_rng(0)
     x, g = rng.normal(size=(2, 6))
     lam, schedule = 0.3, optax.exponential_decay(0.5, 1, 0.5)
-    tx = optax.chain(optax.sgd(schedule), normopt.prox_l1(lam, schedule))
+    tx = optax.chain(optax.sgd(schedule), normopt.prox_l1(schedule, strength=lam))
     with jax.enable_x64(True):
         params = {"w": jnp.asarray(x)}
         state = tx.init(params)
@@ -88,7 +88,7 @@ def test_lasso_by_ista_matches_sklearn_and_is_sparse():
     alpha = 0.1
     ref = Lasso(alpha=alpha, fit_intercept=False, tol=1e-12, max_iter=100000).fit(a, b).coef_
     lr = 1.0 / np.linalg.eigvalsh(a.T @ a / n).max()
-    tx = optax.chain(optax.sgd(lr), normopt.prox_l1(alpha, lr))
+    tx = optax.chain(optax.sgd(lr), normopt.prox_l1(lr, strength=alpha))
     with jax.enable_x64(True):
         aj, bj = jnp.asarray(a), jnp.asarray(b)
         grad = jax.grad(lambda w: 0.5 * jnp.mean((aj @ w - bj) ** 2))
@@ -105,9 +105,9 @@ def test_lasso_by_ista_matches_sklearn_and_is_sparse():
 
 
 def test_bad_input_raises():
-    with pytest.raises(ValueError, match="strength must be >= 0"):
-        normopt.prox_l1(-1.0)
-    tx = normopt.prox_l1(0.1)
+    with pytest.raises(ValueError, match=r"prox_l1: strength must lie in \[0, inf\), got -1.0"):
+        normopt.prox_l1(1.0, strength=-1.0)
+    tx = normopt.prox_l1(1.0, strength=0.1)
     with pytest.raises(ValueError, match="with params"):
         tx.update(jnp.ones(2), tx.init(jnp.ones(2)))
     tx = normopt.project_simplex()

@@ -13,8 +13,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import normopt
-from normopt import sharding as nsh
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/ is a script folder, not installed
+
+import normopt  # noqa: E402
+from benchmarks.hlo import collectives  # noqa: E402
+from normopt import sharding as nsh  # noqa: E402
 
 TESTS = Path(__file__).parent
 XLA_8 = "--xla_force_host_platform_device_count=8"
@@ -57,6 +60,7 @@ SHARDED = [f"fsdp/explicit/{t}" for t in TRANSFORMS] + [
 ]
 
 
+@pytest.mark.slow  # the `checks` fixture: an 8-device subprocess (tests/sharded_checks.py)
 @pytest.mark.parametrize("name", SHARDED)
 def test_sharded_run_equals_single_device_and_keeps_shardings(checks, name):
     """Two jitted steps on the mesh move the parameters as on one device (relative to the step size), and every
@@ -66,6 +70,7 @@ def test_sharded_run_equals_single_device_and_keeps_shardings(checks, name):
     assert entry["specs_kept"]
 
 
+@pytest.mark.slow
 def test_layer_sharded_muon_exchanges_whole_matrices(checks):
     """Explicit mesh: one all-to-all in and one out per group of (matrix shape, source layout) — 4 groups here —
     and nothing else: no all-gather (no device sees the whole stack), no all-reduce (no Gram matrices)."""
@@ -74,6 +79,7 @@ def test_layer_sharded_muon_exchanges_whole_matrices(checks):
     assert all(ops[op]["count"] == 0 for op in ("all-gather", "all-reduce", "reduce-scatter"))
 
 
+@pytest.mark.slow
 def test_layer_sharded_muon_on_auto_mesh_and_two_axes(checks):
     auto = checks["fsdp/auto/muon_layer"]["collectives"]
     assert 2 <= auto["all-to-all"]["count"] <= 8
@@ -83,6 +89,7 @@ def test_layer_sharded_muon_on_auto_mesh_and_two_axes(checks):
         assert all(ops[op]["count"] == 0 for op in ("all-gather", "all-reduce", "reduce-scatter"))
 
 
+@pytest.mark.slow
 def test_dion_never_gathers_a_matrix(checks):
     """Dion on FSDP-sharded matrices communicates only thin factors: every collective is smaller than the
     smallest matrix (32×32 fp32 = 4096 bytes)."""
@@ -105,6 +112,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow  # three processes joined by jax.distributed
 def test_two_processes_train_like_one(tmp_path):
     """Two processes joined by jax.distributed (gloo, 2 CPU devices each) train an MLP for 3 steps with layer-sharded
     Muon on a 4-device mesh; the parameters equal a one-process, one-device run."""
@@ -176,7 +184,7 @@ def test_collectives_parser_reads_shapes_and_counts():
             "  %all-reduce = f32[] all-reduce(%d), to_apply=%add",
         ]
     )
-    ops = nsh.collectives(hlo)
+    ops = collectives(hlo)
     assert ops["all-to-all"] == {"count": 1, "bytes": 2 * 8 * 4 * 4, "largest": 2 * 8 * 4 * 4}
     assert ops["all-gather"] == {"count": 1, "bytes": 64 * 32 * 2, "largest": 64 * 32 * 2}
     assert ops["all-reduce"] == {"count": 1, "bytes": 4, "largest": 4}

@@ -104,6 +104,7 @@ def test_zero_learning_rate_leaves_the_initial_loss(deep_linear):
     assert out["steps"] == [0, 10, 20]
 
 
+@pytest.mark.slow  # the benchmark suite, end to end
 def test_smoke_suite_end_to_end(tmp_path):
     optimizers = ["optax.adamw", "normopt.muon"]
     report = train.run_suite("smoke", ["w1"], optimizers, out=tmp_path)

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import optax
 from jax.flatten_util import ravel_pytree
 
-from normopt.partition import check_float_leaves
+from normopt._numerics import check_choice, check_float_leaves, check_range, safe_div
 
 STRUCTURES = ("full", "diagonal", "kronecker")
 
@@ -58,8 +58,7 @@ def _precondition(
         eye = jnp.eye(hess.shape[0], dtype=hess.dtype)
         return jnp.linalg.pinv(hess + damping * eye, hermitian=True) @ grad
     if structure == "diagonal":
-        d = jnp.diagonal(hess) + damping
-        return jnp.where(d != 0, grad / jnp.where(d != 0, d, 1.0), 0.0)
+        return safe_div(grad, jnp.diagonal(hess) + damping)
     out, start = [], 0
     for shape in shapes:
         size = math.prod(shape)
@@ -79,11 +78,23 @@ def _precondition(
     return jnp.concatenate(out) if out else grad
 
 
-def scale_by_newton(damping: Any = 0.0, structure: str = "full") -> optax.GradientTransformationExtraArgs:
+def _check(owner: str, damping: Any, structure: Any) -> None:
+    check_range("damping", damping, 0, owner=owner)
+    check_choice("structure", structure, STRUCTURES, owner=owner)
+
+
+def scale_by_newton(*, damping: Any = 0.0, structure: str = "full") -> optax.GradientTransformationExtraArgs:
     """Preconditions the gradient by the (structured, damped) Hessian of ``value_fn`` at ``params``: u ↦ P⁺u.
 
-    Outputs the Newton direction P⁺g (a descent direction when P ≻ 0); follow it with ``optax.scale(-1)`` or a
-    learning rate, and optionally a line search, as :func:`newton` does. Stateless.
+    With H the Hessian of ``value_fn`` at ``params`` (raveled) and λ the damping::
+
+        full:       P = H + λI
+        diagonal:   P = diag(H) + λI
+        kronecker:  per 2-D leaf, H ≈ A ⊗ B and P = (A + √λI) ⊗ (B + √λI); other leaves their own block + λI
+
+    and the output is the Newton direction P⁺u (a descent direction when P ≻ 0; pseudo-inverses, so a singular P
+    gives the minimum-norm step). Follow it with ``optax.scale(-1)`` or a learning rate, and optionally a line
+    search, as :func:`newton` does. Stateless.
 
     Args:
       damping: λ ≥ 0 added to the curvature (may be a traced hyperparameter).
@@ -93,11 +104,22 @@ def scale_by_newton(damping: Any = 0.0, structure: str = "full") -> optax.Gradie
       An ``optax.GradientTransformationExtraArgs`` whose ``update(updates, state, params, *, value_fn,
       **extra_args)`` needs ``params`` and ``value_fn``; ``extra_args`` other than ``value`` and ``grad`` are passed
       to ``value_fn`` as keyword arguments.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, normopt
+      >>> f = lambda x: 0.5 * jnp.sum(jnp.array([1.0, 4.0]) * x**2)
+      >>> tx = normopt.scale_by_newton(structure="diagonal")
+      >>> x = jnp.array([1.0, 1.0])
+      >>> u, _ = tx.update(jax.grad(f)(x), tx.init(x), x, value_fn=f)
+      >>> u  # H⁻¹g = x
+      Array([1., 1.], dtype=float32)
+
+    References:
+      Boyd & Vandenberghe, Convex Optimization, 2004, §9.5; Martens & Grosse, `Optimizing neural networks with
+      Kronecker-factored approximate curvature <https://arxiv.org/abs/1503.05671>`_, ICML 2015; Van Loan &
+      Pitsianis, Approximation with Kronecker products, 1993.
     """
-    if structure not in STRUCTURES:
-        raise ValueError(f"unknown structure {structure!r}; choose one of {STRUCTURES}")
-    if isinstance(damping, (int, float)) and damping < 0:
-        raise ValueError(f"damping must be >= 0, got {damping}")
+    _check("scale_by_newton", damping, structure)
 
     def update_fn(
         updates, state, params=None, *, value_fn: Callable[..., Any] | None = None, value=None, grad=None, **extra_args
@@ -133,14 +155,41 @@ def newton(
     structure: str = "full",
     linesearch: optax.GradientTransformationExtraArgs | None = BACKTRACKING,
 ) -> optax.GradientTransformationExtraArgs:
-    """Damped Newton: x ← x − t·η·P⁺∇f(x), P = H(x) + λI (or its diagonal / Kronecker structure), t from a
-    backtracking (Armijo) line search starting at 1. Built like ``optax.lbfgs``:
-    ``optax.chain(scale_by_newton(damping, structure), optax.scale_by_learning_rate(η) or optax.scale(-1),
-    linesearch)``; ``linesearch=None`` takes the full step (pure Newton for η = 1).
+    """Damped Newton: x ← x − t·η·P⁺∇f(x), P = H(x) + λI (or its diagonal / Kronecker structure).
 
-    Call it like optax's L-BFGS: ``update(grad, state, params, value=f(params), grad=grad, value_fn=f)``.
+    t comes from a backtracking (Armijo) line search starting at 1. Built like ``optax.lbfgs``:
+    ``optax.chain(scale_by_newton(damping=damping, structure=structure), optax.scale_by_learning_rate(η) or
+    optax.scale(-1), linesearch)``. Call it like optax's L-BFGS: ``update(grad, state, params, value=f(params),
+    grad=grad, value_fn=f)``.
+
+    Args:
+      learning_rate: None (the full Newton step, η = 1), a float or an optax schedule η.
+      damping: Levenberg–Marquardt damping λ ≥ 0.
+      structure: ``"full"``, ``"diagonal"`` or ``"kronecker"`` (see :func:`scale_by_newton`).
+      linesearch: an optax line search (default :data:`BACKTRACKING`), or None for the full step (pure Newton for
+        η = 1).
+
+    Returns:
+      An ``optax.GradientTransformationExtraArgs``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, normopt, optax
+      >>> f = lambda x: jnp.sum((x - 3.0) ** 2)
+      >>> opt, x = normopt.newton(linesearch=None), jnp.zeros(2)
+      >>> u, _ = opt.update(jax.grad(f)(x), opt.init(x), x, value_fn=f)
+      >>> optax.apply_updates(x, u)  # one step solves a quadratic
+      Array([3., 3.], dtype=float32)
+
+    References:
+      Boyd & Vandenberghe, Convex Optimization, 2004, §9.5 (damped Newton); Nocedal & Wright, Numerical
+      Optimization, 2006, §3.1 (backtracking).
     """
+    _check("newton", damping, structure)
+    if linesearch is not None and not isinstance(linesearch, optax.GradientTransformation):
+        raise TypeError(f"newton: linesearch must be an optax line search or None, got {linesearch!r}")
     scaling = optax.scale(-1.0) if learning_rate is None else optax.scale_by_learning_rate(learning_rate)
     return optax.chain(
-        scale_by_newton(damping, structure), scaling, optax.identity() if linesearch is None else linesearch
+        scale_by_newton(damping=damping, structure=structure),
+        scaling,
+        optax.identity() if linesearch is None else linesearch,
     )
