@@ -54,42 +54,22 @@ def test_normalized_sgd_is_constrained_l2_steepest_descent():
     np.testing.assert_allclose(u, -0.3 * g / np.linalg.norm(g), rtol=1e-12)
 
 
-@pytest.mark.parametrize("nesterov", [False, True])
-def test_momentum_and_nesterov_match_their_recursions(nesterov):
-    grads, lr, beta = _grads(), 0.1, 0.9
-    v = np.zeros_like(grads[0])
-    for g, u in zip(grads, _run(optax.sgd(lr, momentum=beta, nesterov=nesterov), grads), strict=True):
-        v = beta * v + g  # heavy ball: v_t = β v_{t−1} + g_t
-        np.testing.assert_allclose(u, -lr * (g + beta * v if nesterov else v), rtol=1e-12)
-
-
-def test_adagrad_matches_its_recursion_and_starts_as_sign_descent():
-    grads, lr, h0, eps = _grads(), 0.1, 0.1, 1e-7
-    h = np.full_like(grads[0], h0)
-    for g, u in zip(grads, _run(optax.adagrad(lr, initial_accumulator_value=h0, eps=eps), grads), strict=True):
-        h = h + g * g  # diagonal metric diag(√h): steepest descent under ‖Δ‖_{diag √h}
-        np.testing.assert_allclose(u, -lr * g / np.sqrt(h + eps), rtol=1e-12)
-    (u,) = _run(optax.adagrad(lr, initial_accumulator_value=0.0, eps=0.0), grads[:1])
-    np.testing.assert_allclose(u, -lr * np.sign(grads[0]), rtol=1e-12)  # first step: ℓ∞
-
-
-def test_rmsprop_matches_its_recursion():
-    grads, lr, decay, eps = _grads(), 0.01, 0.9, 1e-8
-    nu = np.zeros_like(grads[0])
-    for g, u in zip(grads, _run(optax.rmsprop(lr, decay=decay, eps=eps), grads), strict=True):
-        nu = decay * nu + (1 - decay) * g * g
-        np.testing.assert_allclose(u, -lr * g / np.sqrt(nu + eps), rtol=1e-12)
-
-
-def test_adam_bias_correction():
-    grads, lr, b1, b2, eps = _grads(5), 0.01, 0.9, 0.999, 1e-8
-    m, v = np.zeros_like(grads[0]), np.zeros_like(grads[0])
-    for t, (g, u) in enumerate(zip(grads, _run(optax.adam(lr, b1, b2, eps), grads), strict=True), start=1):
-        m, v = b1 * m + (1 - b1) * g, b2 * v + (1 - b2) * g * g
-        m_hat, v_hat = m / (1 - b1**t), v / (1 - b2**t)
-        np.testing.assert_allclose(u, -lr * m_hat / (np.sqrt(v_hat) + eps), rtol=1e-10)
-        if t == 1:  # bias correction makes the first step sign descent: m̂₁ = g, v̂₁ = g²
-            np.testing.assert_allclose(u, -lr * np.sign(g), rtol=1e-6)
+@pytest.mark.parametrize(
+    "classic",
+    [
+        optax.adagrad(0.1, initial_accumulator_value=0.0, eps=0.0),  # h₁ = g₁²: −η g/|g|
+        optax.adam(0.1, b1=0.9, b2=0.999, eps=0.0),  # bias correction: m̂₁ = g₁, v̂₁ = g₁²
+        optax.rmsprop(0.1, decay=0.0, eps=0.0),  # ν₁ = g₁²
+    ],
+    ids=["adagrad", "adam", "rmsprop"],
+)
+def test_first_step_of_the_adaptive_classics_is_sign_descent(classic):
+    """Adagrad, Adam and RMSProp (decay 0) all start as steepest descent under ℓ∞: normopt.sign_sgd's step."""
+    (g,) = _grads(1)
+    (u,) = _run(classic, [g])
+    (sign,) = _run(normopt.sign_sgd(0.1), [g])
+    np.testing.assert_allclose(u, sign, rtol=1e-12)
+    np.testing.assert_allclose(sign, -0.1 * np.sign(g), rtol=1e-12)
 
 
 @pytest.mark.parametrize("eps", [0.0, 1e-12])
@@ -102,6 +82,8 @@ def test_adam_with_both_emas_off_is_sign_descent(eps):
 
 
 def test_weight_decay_equals_l2_under_sgd_but_not_under_adam():
+    """Decoupled decay (normopt's weight_decay) read against the classics: under SGD it is an L2 term in the
+    gradient; AdamW's first step is sign descent with decoupled decay, which Adam + L2 is not."""
     w0, g, lr, lam = np.array([1.0, 1.0]), np.array([1e-3, 1.0]), 0.1, 0.5
 
     def first_step(tx, l2):
@@ -111,31 +93,33 @@ def test_weight_decay_equals_l2_under_sgd_but_not_under_adam():
         return np.asarray(u)
 
     # SGD: the L2 gradient λw and decoupled decay λw give the same step −η(g + λw).
-    sgd_l2, sgdw = (
-        first_step(optax.sgd(lr), True),
-        first_step(optax.chain(optax.add_decayed_weights(lam), optax.sgd(lr)), False),
-    )
+    sgd_l2 = first_step(optax.sgd(lr), True)
+    sgdw = first_step(normopt.steepest_descent(lr, "l2", mode="regularized", weight_decay=lam), False)
     np.testing.assert_allclose(sgd_l2, -lr * (g + lam * w0), rtol=1e-12)
     np.testing.assert_allclose(sgdw, sgd_l2, rtol=1e-12)
-    # Adam: the L2 term is divided by √v̂ with the gradient (first step: −η·sign(g + λw)); AdamW adds −ηλw outside.
-    adam_l2, adamw = (
-        first_step(optax.adam(lr, eps=0.0), True),
-        first_step(optax.adamw(lr, eps=0.0, weight_decay=lam), False),
-    )
+    # Adam: the L2 term is divided by √v̂ with the gradient (first step: −η·sign(g + λw)); AdamW adds −ηλw outside,
+    # exactly as sign descent with decoupled decay does.
+    adam_l2 = first_step(optax.adam(lr, eps=0.0), True)
+    adamw = first_step(optax.adamw(lr, eps=0.0, weight_decay=lam), False)
+    sign_w = first_step(normopt.sign_sgd(lr, weight_decay=lam), False)
     np.testing.assert_allclose(adam_l2, -lr * np.sign(g + lam * w0), rtol=1e-12)
-    np.testing.assert_allclose(adamw, -lr * (np.sign(g) + lam * w0), rtol=1e-12)
+    np.testing.assert_allclose(sign_w, -lr * (np.sign(g) + lam * w0), rtol=1e-12)
+    np.testing.assert_allclose(adamw, sign_w, rtol=1e-12)
     assert np.abs(adam_l2 - adamw).min() > 0.04  # both coordinates differ by ηλw = 0.05
 
 
 def test_adamw_solves_a_box_constrained_problem_and_adam_l2_a_penalised_one():
     """f = ½‖w − c‖²: Adam + L2 → argmin f + λ/2‖w‖² = c/(1 + λ); AdamW → argmin f s.t. ‖w‖∞ ≤ 1/λ = clip(c, ±1/λ)
-    (the ℓ∞ implicit constraint of decoupled decay; Xie & Li 2024, "Implicit bias of AdamW")."""
+    (the ℓ∞ implicit constraint of decoupled decay; Xie & Li 2024, "Implicit bias of AdamW"), and so does its
+    norm reading, normopt.sign_sgd with decoupled decay (steepest descent under ℓ∞)."""
     c, lam, steps = np.array([0.5, 4.0, -3.5]), 0.5, 3000
     lr = 0.01  # constant: the iterates then hover within ~lr of the limit
-    expected = {"l2": c / (1 + lam), "decoupled": np.clip(c, -1 / lam, 1 / lam)}
+    box = np.clip(c, -1 / lam, 1 / lam)
+    expected = {"l2": c / (1 + lam), "decoupled": box, "sign_sgd": box}
     txs = {
         "l2": optax.chain(optax.add_decayed_weights(lam), optax.adam(lr, b2=0.99)),
         "decoupled": optax.adamw(lr, b2=0.99, weight_decay=lam),
+        "sign_sgd": normopt.sign_sgd(lr, weight_decay=lam),
     }
     for name, tx in txs.items():
 
@@ -152,45 +136,40 @@ def test_adamw_solves_a_box_constrained_problem_and_adam_l2_a_penalised_one():
     assert np.abs(expected["l2"] - expected["decoupled"]).min() > 0.15
 
 
-def test_schedules_match_closed_forms():
+def test_schedules_are_followed_step_by_step():
+    """optax schedules drive normopt's learning rate: sign descent on a fixed gradient moves by exactly the
+    scheduled step, −η_t·sign(g), and η_t is the closed form of each schedule."""
     t = np.arange(0, 120)
-    tj = jnp.asarray(t)
-    step = optax.piecewise_constant_schedule(1.0, {30: 0.1, 80: 0.5})
-    np.testing.assert_allclose(step(tj), np.where(t < 30, 1.0, np.where(t < 80, 0.1, 0.05)), rtol=1e-6)
-    expo = optax.exponential_decay(2.0, transition_steps=10, decay_rate=0.5)
-    np.testing.assert_allclose(expo(tj), 2.0 * 0.5 ** (t / 10), rtol=1e-5)
-    stair = optax.exponential_decay(2.0, transition_steps=10, decay_rate=0.5, staircase=True)
-    np.testing.assert_allclose(stair(tj), 2.0 * 0.5 ** (t // 10), rtol=1e-5)
-    cosine = optax.cosine_decay_schedule(1.0, decay_steps=100, alpha=0.1)
     tc = np.minimum(t, 100)
-    np.testing.assert_allclose(cosine(tj), 0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * tc / 100)), rtol=1e-5, atol=1e-7)
-    warm = optax.warmup_cosine_decay_schedule(0.0, 1.0, warmup_steps=20, decay_steps=100, end_value=0.0)
-    expected = np.where(t < 20, t / 20, 0.5 * (1 + np.cos(np.pi * np.minimum(t - 20, 80) / 80)))
-    np.testing.assert_allclose(warm(tj), expected, rtol=1e-5, atol=1e-6)
+    schedules = {
+        "piecewise": (
+            optax.piecewise_constant_schedule(1.0, {30: 0.1, 80: 0.5}),
+            np.where(t < 30, 1.0, np.where(t < 80, 0.1, 0.05)),
+        ),
+        "exponential": (optax.exponential_decay(2.0, transition_steps=10, decay_rate=0.5), 2.0 * 0.5 ** (t / 10)),
+        "staircase": (
+            optax.exponential_decay(2.0, transition_steps=10, decay_rate=0.5, staircase=True),
+            2.0 * 0.5 ** (t // 10),
+        ),
+        "cosine": (
+            optax.cosine_decay_schedule(1.0, decay_steps=100, alpha=0.1),
+            0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * tc / 100)),
+        ),
+        "warmup_cosine": (
+            optax.warmup_cosine_decay_schedule(0.0, 1.0, warmup_steps=20, decay_steps=100, end_value=0.0),
+            np.where(t < 20, t / 20, 0.5 * (1 + np.cos(np.pi * np.minimum(t - 20, 80) / 80))),
+        ),
+    }
+    g = jnp.array([0.3, -2.0, 0.0])
+    for name, (schedule, expected) in schedules.items():
+        tx = normopt.sign_sgd(schedule)
 
+        def step(state, _, tx=tx):
+            u, state = tx.update(g, state)
+            return state, u
 
-def test_lbfgs_solves_a_quadratic():
-    rng = np.random.default_rng(0)
-    m = rng.normal(size=(8, 8))
-    a, b = m @ m.T + np.eye(8), rng.normal(size=8)
-    with jax.enable_x64(True):
-        aj, bj = jnp.asarray(a), jnp.asarray(b)
-
-        def f(x):
-            return 0.5 * x @ aj @ x - bj @ x
-
-        tx, value_and_grad = optax.lbfgs(), optax.value_and_grad_from_state(f)
-
-        @jax.jit
-        def step(x, state):
-            value, g = value_and_grad(x, state=state)
-            u, state = tx.update(g, state, x, value=value, grad=g, value_fn=f)
-            return x + u, state
-
-        x, state = jnp.zeros(8), tx.init(jnp.zeros(8))
-        for _ in range(30):
-            x, state = step(x, state)
-    np.testing.assert_allclose(x, np.linalg.solve(a, b), atol=1e-8)
+        _, updates = jax.lax.scan(step, tx.init(g), None, length=len(t))
+        np.testing.assert_allclose(updates, -expected[:, None] * np.sign(g), rtol=1e-5, atol=1e-6, err_msg=name)
 
 
 def test_implicit_bias_gd_is_pinv_and_sign_descent_is_flatter(tmp_path):

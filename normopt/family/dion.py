@@ -36,6 +36,7 @@ from normopt._numerics import (
     check_range,
     check_static,
     compute_dtype,
+    is_traced,
     on_auto_axes,
     path_mask,
     path_names,
@@ -133,9 +134,8 @@ def scale_by_dion(
     _check_rank(rank, owner)
     check_range("beta", beta, 0, 1, hi_open=True, owner=owner)
     check_choice("scale", scale, norms_lib.SCALE_RULES, owner=owner)
-    check_static("seed", seed, owner=owner)
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"{owner}: seed must be a Python int, got {seed!r}")
+    if not is_traced(seed) and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise TypeError(f"{owner}: seed must be an int, got {seed!r}")
     mu_dtype = check_dtype("mu_dtype", mu_dtype, owner=owner)
     layouts.check_spec(layout)
 

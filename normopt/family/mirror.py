@@ -302,7 +302,7 @@ def exponentiated_gradient(learning_rate: optax.ScalarOrSchedule) -> optax.Gradi
       >>> opt = normopt.exponentiated_gradient(1.0)
       >>> x = jnp.full(2, 0.5)
       >>> u, _ = opt.update(jnp.array([0.0, jnp.log(3.0)]), opt.init(x), x)
-      >>> optax.apply_updates(x, u)
+      >>> optax.apply_updates(x, u).round(4)
       Array([0.75, 0.25], dtype=float32)
 
     References:
