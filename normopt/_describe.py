@@ -68,7 +68,7 @@ def describe(
     Raises:
       ValueError / TypeError: as the optimizer's ``init`` would, naming the leaf.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp, normopt
       >>> rows = normopt.describe({"w": jnp.zeros((4, 8))}, normopt.muon(1e-2), print_fn=None)
       >>> rows[0]["norm"], rows[0]["fan_in"], rows[0]["fan_out"]

@@ -24,8 +24,15 @@ from normopt.layouts import ROLES
 
 
 class NormedTransformation(optax.GradientTransformationExtraArgs):
-    """An optax transformation that also carries ``rule``, the ``(path, leaf) -> Norm | label`` it applies, and
-    the ``layout`` it reads leaves with, so that :func:`normopt.describe` can print them."""
+    """An optax transformation that also carries the rule it applies and the layout it reads leaves with.
+
+    Attributes:
+      init: ``init(params) -> state``, as in optax.
+      update: ``update(updates, state, params=None, **extra_args) -> (updates, state)``, as in optax.
+      rule: the ``(path, leaf) -> Norm | label`` it applies (None: an inner :func:`normopt.dualize` records it),
+        printed by :func:`normopt.describe`.
+      layout: the :data:`normopt.layouts.LayoutSpec` it reads leaves with.
+    """
 
 
 def with_rule(
@@ -50,16 +57,20 @@ def with_rule(
     return out
 
 
-def _in_fp32(tx: optax.GradientTransformation) -> optax.GradientTransformation:
-    """``tx`` run on ≥ float32 gradients whose state keeps the dtypes ``init`` gave it (optax's ``mu_dtype``
-    semantics: storage in the state's dtype, arithmetic in ≥ fp32; ν = g² would overflow fp16 for |g| > 256)."""
+def _in_fp32(tx: optax.GradientTransformation, state_dtype: Any = None) -> optax.GradientTransformation:
+    """``tx`` with its whole state stored in ``state_dtype`` (None: the params' dtype) and its arithmetic on
+    ≥ float32 gradients (``mu_dtype`` semantics: storage only; with fp16 params ``state_dtype="float32"`` keeps
+    ν = g² from overflowing for |g| > 256)."""
+
+    def init_fn(params):
+        return tx.init(params if state_dtype is None else optax.tree.cast(params, state_dtype))
 
     def update_fn(updates, state, params=None):
         grads = jax.tree.map(lambda g: g.astype(_numerics.compute_dtype(g)), updates)
         new, new_state = tx.update(grads, state, params)
         return new, jax.tree.map(lambda n, old: n.astype(old.dtype), new_state, state)
 
-    return optax.GradientTransformation(tx.init, update_fn)
+    return optax.GradientTransformation(init_fn, update_fn)
 
 
 def adamw_fallback(
@@ -74,10 +85,12 @@ def adamw_fallback(
     mu_dtype: Any,
     nesterov: bool,
 ) -> optax.GradientTransformation:
-    """``optax.adamw`` for the leaves Muon/Dion do not handle: arithmetic in ≥ float32, first moment stored in
-    ``mu_dtype``, second in the params' dtype (as optax), and a literal-0 weight decay that needs no params."""
+    """``optax.adamw`` for the leaves Muon/Dion do not handle: arithmetic in ≥ float32 as optax, both moments
+    stored in ``mu_dtype`` (optax stores ν in the params' dtype), and a literal-0 weight decay that needs no
+    params."""
+    adam = optax.scale_by_adam(b1=b1, b2=b2, eps=eps, eps_root=eps_root, mu_dtype=mu_dtype, nesterov=nesterov)
     return optax.chain(
-        _in_fp32(optax.scale_by_adam(b1=b1, b2=b2, eps=eps, eps_root=eps_root, mu_dtype=mu_dtype, nesterov=nesterov)),
+        _in_fp32(adam, mu_dtype),
         _numerics.weight_decay(weight_decay, _numerics.path_mask(mask)),
         optax.scale_by_learning_rate(learning_rate),
     )
@@ -125,7 +138,7 @@ def steepest_descent(
     Returns:
       A :class:`NormedTransformation`.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp, normopt
       >>> tx = normopt.steepest_descent(0.1, "linf")
       >>> g = {"w": jnp.array([0.5, -2.0])}
@@ -156,12 +169,20 @@ def sign_sgd(
 ) -> NormedTransformation:
     """Sign descent: steepest descent under ℓ∞, W ← W − η·(sign(m) + λ·W).
 
-    Args: as :func:`steepest_descent` with ``norm=linf()``.
+    Equals :func:`steepest_descent` with ``norm=normopt.norms.linf()``.
+
+    Args:
+      learning_rate: float or optax schedule η.
+      momentum: EMA decay β ∈ [0, 1) of the gradients (0: none).
+      nesterov: Nesterov look-ahead.
+      weight_decay: decoupled weight decay λ ≥ 0 (multiplied by η, as ``optax.adamw``).
+      mask: which leaves decay (a pytree of bools or a callable, as ``optax.adamw``).
+      mu_dtype: dtype the momentum is stored in (default: the params').
 
     Returns:
       A :class:`NormedTransformation`.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp, normopt
       >>> tx = normopt.sign_sgd(0.01)
       >>> g = {"w": jnp.array([3.0, -1e-6])}
@@ -194,12 +215,21 @@ def normalized_sgd(
 ) -> NormedTransformation:
     """Normalized SGD: steepest descent under ℓ2 per leaf (per slice of a stack), W ← W − η·(m/‖m‖₂ + λ·W).
 
-    Args: as :func:`steepest_descent` with ``norm=l2()``.
+    Equals :func:`steepest_descent` with ``norm=normopt.norms.l2()``.
+
+    Args:
+      learning_rate: float or optax schedule η.
+      momentum: EMA decay β ∈ [0, 1) of the gradients (0: none).
+      nesterov: Nesterov look-ahead.
+      weight_decay: decoupled weight decay λ ≥ 0 (multiplied by η, as ``optax.adamw``).
+      mask: which leaves decay (a pytree of bools or a callable, as ``optax.adamw``).
+      mu_dtype: dtype the momentum is stored in (default: the params').
+      layout: how leaves are read (:data:`normopt.layouts.LayoutSpec`): which axes of a stack are separate vectors.
 
     Returns:
       A :class:`NormedTransformation`.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp, normopt
       >>> tx = normopt.normalized_sgd(1.0)
       >>> g = {"w": jnp.array([3.0, 4.0])}
@@ -281,13 +311,18 @@ def muon(
       fallback: extra path regexes of matrices to send to AdamW (a sequence, not a bare string).
       fallback_roles: roles sent to AdamW, from ``("embedding", "hidden", "head")``.
       adam_learning_rate: AdamW's learning rate (default ``learning_rate``).
-      adam_b1, adam_b2, adam_eps, adam_eps_root, adam_weight_decay: AdamW's (as ``optax.adamw``).
+      adam_b1: AdamW's first-moment decay (``b1`` of ``optax.adamw``).
+      adam_b2: AdamW's second-moment decay (``b2`` of ``optax.adamw``).
+      adam_eps: AdamW's ε added outside the square root (``eps`` of ``optax.adamw``).
+      adam_eps_root: AdamW's ε added inside the square root (``eps_root`` of ``optax.adamw``; as
+        ``optax.contrib.muon``'s ``adam_eps_root``).
+      adam_weight_decay: AdamW's decoupled weight decay (``weight_decay`` of ``optax.adamw``).
       sharding: None, or :func:`normopt.sharding.layer_sharded` (whole matrices spread over a mesh).
 
     Returns:
       A :class:`NormedTransformation` (an ``optax.GradientTransformationExtraArgs``).
 
-    Example:
+    Examples:
       >>> import jax, jax.numpy as jnp, optax, normopt
       >>> params = {"w": jnp.ones((4, 8)), "b": jnp.zeros(8)}
       >>> tx = normopt.muon(1e-2)
@@ -389,21 +424,26 @@ def scion(
       beta: momentum decay β ∈ [0, 1).
       nesterov: Nesterov momentum.
       constrained: the paper's constrained variant (decay with λ = 1).
-      radius, embedding_radius, head_radius, vector_radius: ρ > 0 of each role's ball.
+      radius: ρ > 0 of the hidden matrices' ball.
+      embedding_radius: ρ > 0 of the embeddings' ball.
+      head_radius: ρ > 0 of the output head's ball.
+      vector_radius: ρ > 0 of the vectors' ball.
       vector_norm: ``"rms"`` or ``"linf"`` (sign) for vectors.
       weight_decay: extra decoupled weight decay λ ≥ 0.
       mask: which leaves decay (a pytree of bools or a callable, as ``optax.adamw``).
       rules: ``{path regex: role | norm name | Norm}`` overriding the role-based choice.
       layout: how each leaf is read (:data:`normopt.layouts.LayoutSpec`), e.g. ``normopt.layouts.equinox(model)``.
       strict: raise, naming the leaf, for any ≥ 2-D leaf that would be read only from its name.
-      method, steps, compute_dtype: the polar kernel of the hidden layers (see :func:`muon`).
+      method: the polar kernel of the hidden layers (see :func:`muon`).
+      steps: the kernel's iterations (static; None: the method's default).
+      compute_dtype: dtype the kernel iterates in (None: float32).
       mu_dtype: dtype the momentum is stored in (default: the params').
       sharding: None, or :func:`normopt.sharding.layer_sharded`.
 
     Returns:
       A :class:`NormedTransformation`.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp, normopt
       >>> params = {"embed": {"embedding": jnp.ones((10, 4))}, "w": jnp.ones((4, 4))}
       >>> tx = normopt.scion(0.1)

@@ -51,7 +51,7 @@ def _as_axes(axes: Sequence[int] | int, ndim: int) -> tuple[int, ...]:
     return tuple(a % ndim for a in axes)
 
 
-def layout(shape: Sequence[int], dims: MatrixDims | None = None) -> MatrixLayout:
+def matrix_layout(shape: Sequence[int], dims: MatrixDims | None = None) -> MatrixLayout:
     """Resolves ``dims`` against ``shape``; raises ``ValueError`` for arrays that are not matrix-like."""
     ndim = len(shape)
     if ndim < 2:
@@ -76,7 +76,7 @@ def layout(shape: Sequence[int], dims: MatrixDims | None = None) -> MatrixLayout
 
 def to_matrices(x: jax.Array, dims: MatrixDims | None = None) -> tuple[jax.Array, Callable[[jax.Array], jax.Array]]:
     """Returns ``x`` as ``[*batch, fan_in, fan_out]`` and the function that maps such an array back."""
-    lay = layout(x.shape, dims)
+    lay = matrix_layout(x.shape, dims)
     order = lay.batch_axes + lay.fan_in_axes + lay.fan_out_axes
     batch_shape = tuple(x.shape[a] for a in lay.batch_axes)
     moved_shape = tuple(x.shape[a] for a in order)

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 
 from normopt import polar
 from normopt._numerics import check_float, compute_dtype, on_auto_axes, path_names, path_str, safe_div
-from normopt.dims import MatrixDims, MatrixLayout, layout, to_matrices
+from normopt.dims import MatrixDims, MatrixLayout, matrix_layout, to_matrices
 
 SCALE_RULES: dict[str, Callable[[int, int], float]] = {
     "none": lambda fan_in, fan_out: 1.0,
@@ -167,15 +167,20 @@ class L1(Norm):
 
 @dataclasses.dataclass(frozen=True)
 class MatrixNorm(Norm):
-    """Base of the matrix norms: per-slice values on ``[*batch, fan_in, fan_out]``, max/sum over slices."""
+    """Base of the matrix norms: per-slice values on ``[*batch, fan_in, fan_out]``, max/sum over slices.
+
+    Attributes:
+      dims: which axes of a leaf are fan-in and fan-out (:class:`~normopt.dims.MatrixDims`); ``None`` reads
+        ``[*batch, fan_in, fan_out]`` (or takes the axes a layout gives, :func:`with_layout`).
+    """
 
     dims: MatrixDims | None = None
 
     def check(self, shape):
-        layout(shape, self.dims)
+        matrix_layout(shape, self.dims)
 
     def layout(self, shape: tuple[int, ...]) -> MatrixLayout:
-        return layout(shape, self.dims)
+        return matrix_layout(shape, self.dims)
 
     def scale(self, fan_in: int, fan_out: int) -> float:
         """The factor by which this norm's unit ball is larger than the base norm's."""
@@ -231,6 +236,15 @@ class Spectral(MatrixNorm):
     Carlson et al. 2015), ``"spectral"`` gives c = √(fan_out/fan_in), the RMS→RMS operator norm
     √(fan_in/fan_out)·σ_max (Yang, Simon & Bernstein 2023). U Vᵀ comes from :func:`normopt.orthogonalize` with
     ``method``/``steps``/``compute_dtype``; ``norm`` and ``dual_norm`` use an exact SVD (for checks, not steps).
+    Build it with :func:`spectral` or :func:`rms_to_rms`.
+
+    Attributes:
+      dims: which axes of a leaf are fan-in and fan-out (:class:`~normopt.dims.MatrixDims`); ``None`` reads
+        ``[*batch, fan_in, fan_out]`` (or takes the axes a layout gives, :func:`with_layout`).
+      scale_rule: the name of the rule for c in :data:`SCALE_RULES`.
+      method: orthogonalization method for ``dualize`` (a name in ``normopt.polar.METHODS`` or a (steps, 3) table).
+      steps: iteration steps for ``dualize``; ``None`` for the method's default.
+      compute_dtype: dtype the iteration runs in; ``None`` for float32 (float64 for float64 input).
     """
 
     scale_rule: str = "none"
@@ -270,7 +284,12 @@ class Spectral(MatrixNorm):
 @dataclasses.dataclass(frozen=True)
 class L1ToRMS(MatrixNorm):
     """ℓ1→RMS operator norm (embeddings): maxᵢ rms(A[i,:]); dual Σᵢ √d_out·‖G[i,:]‖₂; dualize row i ↦
-    √d_out·G[i,:]/‖G[i,:]‖₂ (Bernstein & Newhouse 2024, "Modular duality in deep learning")."""
+    √d_out·G[i,:]/‖G[i,:]‖₂ (Bernstein & Newhouse 2024, "Modular duality in deep learning").
+
+    Attributes:
+      dims: which axes of a leaf are fan-in and fan-out (:class:`~normopt.dims.MatrixDims`); ``None`` reads
+        ``[*batch, fan_in, fan_out]`` (or takes the axes a layout gives, :func:`with_layout`).
+    """
 
     name = "l1_to_rms"
 
@@ -290,7 +309,12 @@ class L1ToRMS(MatrixNorm):
 @dataclasses.dataclass(frozen=True)
 class RMSToLinf(MatrixNorm):
     """RMS→ℓ∞ operator norm (output heads): maxⱼ √d_in·‖A[:,j]‖₂; dual Σⱼ ‖G[:,j]‖₂/√d_in; dualize column j ↦
-    G[:,j]/(√d_in·‖G[:,j]‖₂) (Bernstein & Newhouse 2024; Scion's "RowNorm", Pethick et al. 2025)."""
+    G[:,j]/(√d_in·‖G[:,j]‖₂) (Bernstein & Newhouse 2024; Scion's "RowNorm", Pethick et al. 2025).
+
+    Attributes:
+      dims: which axes of a leaf are fan-in and fan-out (:class:`~normopt.dims.MatrixDims`); ``None`` reads
+        ``[*batch, fan_in, fan_out]`` (or takes the axes a layout gives, :func:`with_layout`).
+    """
 
     name = "rms_to_linf"
 
@@ -309,7 +333,12 @@ class RMSToLinf(MatrixNorm):
 
 @dataclasses.dataclass(frozen=True)
 class Scaled(Norm):
-    """A norm whose unit ball has radius ρ: ‖x‖/ρ; dual ρ·‖g‖*; dualize ρ·dualize(g) (Scion's radius)."""
+    """A norm whose unit ball has radius ρ: ‖x‖/ρ; dual ρ·‖g‖*; dualize ρ·dualize(g) (Scion's radius).
+
+    Attributes:
+      base: the norm ‖·‖ being scaled.
+      radius: ρ > 0, a float or a traced hyperparameter.
+    """
 
     base: Norm
     radius: Any = 1.0
@@ -344,7 +373,12 @@ class Scaled(Norm):
 class Stacked(Norm):
     """A norm applied to each slice along ``batch`` axes (stacked layers, experts): ‖x‖ = maxₛ ‖xₛ‖;
     dual Σₛ ‖gₛ‖*; dualize slice by slice — the max norm of the product space, so an ``(L, d)`` stack of vectors
-    is L vectors and each slice's update is independent of L."""
+    is L vectors and each slice's update is independent of L.
+
+    Attributes:
+      base: the norm of one slice.
+      batch: the (non-negative) stack axes; each slice along them is one ``base``-normed array.
+    """
 
     base: Norm
     batch: tuple[int, ...]
@@ -384,9 +418,22 @@ class Stacked(Norm):
 
 
 def with_layout(norm: Norm, layout: Any) -> Norm:
-    """``norm`` reading its leaf as ``layout`` (a :class:`normopt.layouts.Layout`) says: a matrix norm without
-    explicit dims takes the layout's fan-in/fan-out axes; a vector norm on a stacked vector (an ``(L, d)`` norm
-    scale) acts on each of the L slices. A vector norm on a matrix leaf reads the whole leaf, as before."""
+    """``norm`` reading its leaf as ``layout`` says.
+
+    A matrix norm without explicit dims takes the layout's fan-in/fan-out axes; a vector norm on a stacked vector
+    (an ``(L, d)`` norm scale) acts on each of the L slices (:class:`Stacked`). A vector norm on a matrix leaf
+    reads the whole leaf, as before. A :class:`Scaled` norm keeps its radius.
+
+    Args:
+      norm: the leaf's norm.
+      layout: the leaf's reading, a :class:`normopt.layouts.Layout`.
+
+    Returns:
+      The norm adapted to the layout (``norm`` itself when nothing changes).
+
+    Raises:
+      ValueError: for a matrix norm without dims on a leaf the layout reads as a vector.
+    """
     if isinstance(norm, Scaled):
         return Scaled(with_layout(norm.base, layout), norm.radius)
     if isinstance(norm, MatrixNorm):
@@ -404,7 +451,18 @@ def with_layout(norm: Norm, layout: Any) -> Norm:
 
 
 def scaled(norm: Norm | str, radius: Any) -> Norm:
-    """``norm`` with a unit ball of radius ``radius`` (may be a traced hyperparameter)."""
+    """``norm`` with a unit ball of radius ρ: ‖x‖/ρ; dual ρ·‖g‖*; dualize ρ·dualize(g) (:class:`Scaled`).
+
+    Args:
+      norm: a :class:`Norm` or its name (``"spectral"``, ``"rms"``, ...).
+      radius: ρ > 0; may be a traced hyperparameter (``optax.inject_hyperparams``).
+
+    Returns:
+      A :class:`Scaled` norm.
+
+    Raises:
+      ValueError: for an unknown norm name.
+    """
     return Scaled(get(norm), radius)
 
 
@@ -436,7 +494,44 @@ def spectral(
     steps: int | None = None,
     compute_dtype: str | None = None,
 ) -> Norm:
-    """Spectral norm σ_max, optionally scaled by a shape rule (``scale`` in :data:`SCALE_RULES`)."""
+    """Spectral norm σ_max(A)/c, c from a shape rule; dual c·Σσᵢ(G) (nuclear); dualize c·U Vᵀ (G = U Σ Vᵀ).
+
+    With ``scale="none"`` (c = 1) steepest descent under it is spectral descent (Carlson et al. 2015);
+    ``scale="spectral"`` is :func:`rms_to_rms`. ``dualize`` uses :func:`normopt.orthogonalize`, ``norm`` and
+    ``dual_norm`` an exact SVD.
+
+    Args:
+      dims: which axes are fan-in and fan-out (:class:`~normopt.dims.MatrixDims`); ``None`` reads
+        ``[*batch, fan_in, fan_out]`` or takes the axes of the leaf's layout.
+      scale: the rule for c in :data:`SCALE_RULES`: ``"none"``, ``"spectral"`` √(fan_out/fan_in), ``"jordan"``
+        √max(1, fan_out/fan_in) or ``"moonlight"`` 0.2·√max(fan_in, fan_out).
+      method: orthogonalization method (a name in ``normopt.polar.METHODS`` or a (steps, 3) coefficient table).
+      steps: iteration steps; ``None`` for the method's default.
+      compute_dtype: dtype the iteration runs in (``"float32"``, ``"bfloat16"``); ``None`` for float32.
+
+    Returns:
+      A :class:`Spectral` norm.
+
+    Raises:
+      ValueError: for an unknown scale rule or an invalid ``method``/``steps``/``compute_dtype``.
+      TypeError: for a ``steps`` that is not a Python int.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from normopt import norms
+      >>> g = jnp.array([[3.0, 0.0], [0.0, 4.0]])
+      >>> n = norms.spectral(method="svd")  # exact U Vᵀ; the default "polar_express" approximates it
+      >>> float(n.norm(g)), float(n.dual_norm(g))  # σ_max, Σσᵢ
+      (4.0, 7.0)
+      >>> n.dualize(g).tolist()
+      [[1.0, 0.0], [0.0, 1.0]]
+
+    References:
+      Bernstein & Newhouse, `Old optimizer, new norm: an anthology <https://arxiv.org/abs/2409.20325>`_, 2024.
+
+      Jordan et al., `Muon: an optimizer for hidden layers in neural networks
+      <https://kellerjordan.github.io/posts/muon/>`_, 2024.
+    """
     return Spectral(dims, scale, method, steps, compute_dtype)
 
 
@@ -447,17 +542,109 @@ def rms_to_rms(
     steps: int | None = None,
     compute_dtype: str | None = None,
 ) -> Norm:
-    """RMS→RMS operator norm √(fan_in/fan_out)·σ_max (hidden layers; one learning rate across widths)."""
+    """RMS→RMS operator norm √(fan_in/fan_out)·σ_max(A); dual √(fan_out/fan_in)·Σσᵢ(G); dualize
+    √(fan_out/fan_in)·U Vᵀ.
+
+    The norm of hidden layers: ‖x @ A‖_rms ≤ ‖A‖·‖x‖_rms, so one learning rate carries across widths. The same as
+    ``spectral(dims, scale="spectral")``.
+
+    Args:
+      dims: which axes are fan-in and fan-out (:class:`~normopt.dims.MatrixDims`); ``None`` reads
+        ``[*batch, fan_in, fan_out]`` or takes the axes of the leaf's layout.
+      method: orthogonalization method (a name in ``normopt.polar.METHODS`` or a (steps, 3) coefficient table).
+      steps: iteration steps; ``None`` for the method's default.
+      compute_dtype: dtype the iteration runs in (``"float32"``, ``"bfloat16"``); ``None`` for float32.
+
+    Returns:
+      A :class:`Spectral` norm with scale rule ``"spectral"``.
+
+    Raises:
+      ValueError: for an invalid ``method``/``steps``/``compute_dtype``.
+      TypeError: for a ``steps`` that is not a Python int.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from normopt import norms
+      >>> n = norms.rms_to_rms(method="svd")
+      >>> g = jnp.ones((4, 16))  # fan_in 4, fan_out 16, rank 1 with σ_max = 8
+      >>> round(float(n.norm(g)), 4), round(float(n.dual_norm(g)), 4)  # √(4/16)·8, √(16/4)·8
+      (4.0, 16.0)
+      >>> print(n.dualize(g)[0, :4])  # √(16/4)·U Vᵀ = 2·(1/8)
+      [0.25 0.25 0.25 0.25]
+
+    References:
+      Yang, Simon & Bernstein, `A spectral condition for feature learning <https://arxiv.org/abs/2310.17813>`_, 2023.
+
+      Bernstein & Newhouse, `Modular duality in deep learning <https://arxiv.org/abs/2410.21265>`_, 2024.
+    """
     return Spectral(dims, "spectral", method, steps, compute_dtype)
 
 
 def l1_to_rms(dims: MatrixDims | None = None) -> Norm:
-    """ℓ1→RMS operator norm (embeddings: one-hot inputs)."""
+    """ℓ1→RMS operator norm maxᵢ rms(A[i,:]); dual Σᵢ √d_out·‖G[i,:]‖₂; dualize row i ↦ √d_out·G[i,:]/‖G[i,:]‖₂.
+
+    The norm of embeddings (one-hot inputs pick one row): every row's update has RMS 1.
+
+    Args:
+      dims: which axes are fan-in (rows, the vocabulary) and fan-out (:class:`~normopt.dims.MatrixDims`); ``None``
+        reads ``[*batch, fan_in, fan_out]`` or takes the axes of the leaf's layout.
+
+    Returns:
+      An :class:`L1ToRMS` norm.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from normopt import norms
+      >>> n = norms.l1_to_rms()
+      >>> g = jnp.array([[1.0, 1.0, 1.0, 1.0], [0.0, 0.0, 0.0, 2.0]])
+      >>> float(n.norm(g)), float(n.dual_norm(g))  # max row RMS; Σ √4·‖row‖₂
+      (1.0, 8.0)
+      >>> print(n.dualize(g))  # each row rescaled to RMS 1
+      [[1. 1. 1. 1.]
+       [0. 0. 0. 2.]]
+
+    References:
+      Bernstein & Newhouse, `Modular duality in deep learning <https://arxiv.org/abs/2410.21265>`_, 2024.
+
+      Pethick et al., `Training deep learning models with norm-constrained LMOs
+      <https://arxiv.org/abs/2502.07529>`_ (Scion), 2025.
+    """
     return L1ToRMS(dims)
 
 
 def rms_to_linf(dims: MatrixDims | None = None) -> Norm:
-    """RMS→ℓ∞ operator norm (output heads, logits)."""
+    """RMS→ℓ∞ operator norm maxⱼ √d_in·‖A[:,j]‖₂; dual Σⱼ ‖G[:,j]‖₂/√d_in; dualize column j ↦
+    G[:,j]/(√d_in·‖G[:,j]‖₂).
+
+    The norm of output heads: it bounds every logit, ‖x @ A‖_∞ ≤ ‖A‖·‖x‖_rms (Scion's "RowNorm" in PyTorch's
+    ``[out, in]`` layout).
+
+    Args:
+      dims: which axes are fan-in and fan-out (columns, the logits) (:class:`~normopt.dims.MatrixDims`); ``None``
+        reads ``[*batch, fan_in, fan_out]`` or takes the axes of the leaf's layout.
+
+    Returns:
+      An :class:`RMSToLinf` norm.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from normopt import norms
+      >>> n = norms.rms_to_linf()
+      >>> g = jnp.array([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0], [1.0, 2.0]])  # fan_in 4, two columns of norm 2
+      >>> float(n.norm(g)), float(n.dual_norm(g))  # max √4·‖col‖₂; Σ ‖col‖₂/√4
+      (4.0, 2.0)
+      >>> print(n.dualize(g))
+      [[0.25 0.  ]
+       [0.25 0.  ]
+       [0.25 0.  ]
+       [0.25 0.5 ]]
+
+    References:
+      Bernstein & Newhouse, `Modular duality in deep learning <https://arxiv.org/abs/2410.21265>`_, 2024.
+
+      Pethick et al., `Training deep learning models with norm-constrained LMOs
+      <https://arxiv.org/abs/2502.07529>`_ (Scion), 2025.
+    """
     return RMSToLinf(dims)
 
 
@@ -474,7 +661,18 @@ BY_NAME: dict[str, Callable[..., Norm]] = {
 
 
 def get(name: str | Norm) -> Norm:
-    """Returns the norm called ``name`` (or ``name`` itself if it already is a Norm)."""
+    """The norm called ``name``, built with its defaults.
+
+    Args:
+      name: a key of :data:`BY_NAME` (``"l2"``, ``"rms"``, ``"linf"``, ``"l1"``, ``"spectral"``, ``"rms_to_rms"``,
+        ``"l1_to_rms"``, ``"rms_to_linf"``), or a :class:`Norm`, returned as it is.
+
+    Returns:
+      A :class:`Norm`.
+
+    Raises:
+      ValueError: for an unknown name or something that is neither a string nor a Norm.
+    """
     if isinstance(name, Norm):
         return name
     if not isinstance(name, str) or name not in BY_NAME:
@@ -498,8 +696,18 @@ def _is_norm_leaf(x: Any) -> bool:
 def resolve(spec: NormSpec, tree: Any) -> Any:
     """The pytree of per-leaf Norms (or None) that ``spec`` assigns to ``tree``, checked leaf by leaf.
 
-    Raises ``ValueError``/``TypeError`` naming the leaf path when the trees do not match, a name is unknown, a leaf
-    is not floating point, or a norm cannot act on a leaf's shape.
+    Args:
+      spec: a :data:`NormSpec`: one Norm or name for every leaf, a prefix pytree of Norms/names/None, or a callable
+        ``(path, leaf) -> Norm | None``.
+      tree: the parameters (or updates): a pytree of arrays.
+
+    Returns:
+      A pytree of the structure of ``tree`` with a :class:`Norm` or None at every leaf.
+
+    Raises:
+      ValueError: naming the leaf path, when the trees do not match, a name is unknown or a norm cannot act on a
+        leaf's shape.
+      TypeError: naming the leaf path, when a normed leaf is not floating point.
     """
     leaves_with_path, treedef = jax.tree_util.tree_flatten_with_path(tree)
     if callable(spec) and not isinstance(spec, Norm):
@@ -543,8 +751,11 @@ class WeightedMax:
     """The weighted max ("modular") norm of a tree: ‖W‖ = max_l w_l·‖W_l‖_l (Large et al. 2024, "Scalable
     optimization in the modular norm"); dual ‖G‖* = Σ_l ‖G_l‖*_l / w_l; dualize(G)_l = dualize_l(G_l) / w_l.
 
-    ``norms`` is a :data:`NormSpec`; ``weights`` is None (all 1) or a pytree of positive floats that is a prefix of
-    the parameters. Leaves whose norm is None do not take part.
+    Leaves whose norm is None do not take part. Build it with :func:`weighted_max`.
+
+    Attributes:
+      norms: a :data:`NormSpec` giving each leaf its norm ‖·‖_l.
+      weights: None (all w_l = 1) or a pytree of positive floats that is a prefix of the parameters.
     """
 
     norms: NormSpec
@@ -579,5 +790,32 @@ class WeightedMax:
 
 
 def weighted_max(norms: NormSpec, weights: Any = None) -> WeightedMax:
-    """Combines per-leaf norms into the weighted max norm of the whole tree (see :class:`WeightedMax`)."""
+    """The weighted max ("modular") norm of a tree: ‖W‖ = max_l w_l·‖W_l‖_l; dual Σ_l ‖G_l‖*_l / w_l; dualize
+    per leaf, dualize(G)_l = dualize_l(G_l) / w_l.
+
+    Args:
+      norms: a :data:`NormSpec`: one Norm or name for every leaf, a prefix pytree of Norms/names/None, or a
+        callable ``(path, leaf) -> Norm | None``. Leaves whose norm is None do not take part.
+      weights: None (all 1) or a pytree of positive floats w_l that is a prefix of the parameters.
+
+    Returns:
+      A :class:`WeightedMax` with ``norm``, ``dual_norm`` and ``dualize`` over whole trees; a mismatched tree of
+      ``weights`` raises ``ValueError`` when they are called.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from normopt import norms
+      >>> tree = {"a": jnp.array([3.0, 4.0]), "b": jnp.array([1.0, 0.0])}
+      >>> m = norms.weighted_max("l2", weights={"a": 1.0, "b": 2.0})
+      >>> float(m.norm(tree)), float(m.dual_norm(tree))  # max(1·5, 2·1); 5/1 + 1/2
+      (5.0, 5.5)
+      >>> d = m.dualize(tree)
+      >>> print(d["a"], d["b"])
+      [0.6 0.8] [0.5 0. ]
+
+    References:
+      Large et al., `Scalable optimization in the modular norm <https://arxiv.org/abs/2405.14813>`_, 2024.
+
+      Bernstein & Newhouse, `Modular duality in deep learning <https://arxiv.org/abs/2410.21265>`_, 2024.
+    """
     return WeightedMax(norms, weights)

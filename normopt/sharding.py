@@ -29,7 +29,7 @@ from jax.sharding import PartitionSpec as P
 
 from normopt import norms as norms_lib
 from normopt._numerics import on_auto_axes
-from normopt.dims import layout, to_matrices
+from normopt.dims import matrix_layout, to_matrices
 
 
 def _spectral(norm: Any) -> tuple[norms_lib.Spectral, Any] | None:
@@ -156,7 +156,7 @@ def _matrix_spec(g: jax.Array, dims: Any) -> tuple[tuple[str, ...], ...] | None:
     if not sharding.mesh.explicit_axes:
         return None
     spec = tuple(sharding.spec) + (None,) * (g.ndim - len(sharding.spec))
-    lay = layout(g.shape, dims)
+    lay = matrix_layout(g.shape, dims)
     return tuple(
         tuple(a for d in axes for a in _axis_names(spec[d]))
         for axes in (lay.batch_axes, lay.fan_in_axes, lay.fan_out_axes)

@@ -30,10 +30,23 @@ def _inner(g: jax.Array, d: jax.Array) -> jax.Array:
 
 
 def tree_rule(spec: Any, tree: Any, layout: layouts.LayoutSpec = None, strict: bool = False) -> partition.Rule:
-    """The rule ``(path, leaf) -> Norm | None`` that ``spec`` (a :data:`normopt.norms.NormSpec`) gives the leaves
-    of ``tree``, each norm reading its leaf as ``layout`` says (:func:`normopt.norms.with_layout`)."""
-    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
-    resolved = jax.tree.leaves(norms_lib.resolve(spec, tree), is_leaf=lambda x: x is None)
+    """The rule ``(path, leaf) -> Norm | None`` that ``spec`` gives the leaves of ``tree``.
+
+    Args:
+      spec: a :data:`normopt.norms.NormSpec` (one norm, a pytree of norms, or a callable ``(path, leaf) -> Norm``).
+      tree: the parameters (or gradients) whose leaves the rule covers.
+      layout: how each leaf is read (:data:`normopt.layouts.LayoutSpec`); each norm reads its leaf so
+        (:func:`normopt.norms.with_layout`).
+      strict: raise for a ≥ 2-D leaf read only from its name.
+
+    Returns:
+      A function ``(path, leaf) -> Norm | None`` (None: the leaf is left unchanged).
+
+    Raises:
+      ValueError: naming the leaf, when a norm cannot act on its shape.
+    """
+    flat, treedef = jax.tree_util.tree_flatten_with_path(tree)
+    resolved = treedef.flatten_up_to(norms_lib.resolve(spec, tree))  # None leaves of `tree` itself are no leaves
     chosen = {}
     for (p, x), n in zip(flat, resolved, strict=True):
         path = _numerics.path_names(p)
@@ -80,7 +93,7 @@ def dualize(
       A stateless ``optax.GradientTransformation``; constrained updates keep each leaf's dtype, regularized ones
       are ≥ float32 (‖g‖*·dualize(g) can pass the fp16 maximum before the learning rate scales it down).
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp, optax, normopt
       >>> tx = optax.chain(normopt.dualize(normopt.norms.spectral()), optax.scale_by_learning_rate(0.1))
       >>> g = {"w": jnp.eye(3)}
@@ -134,7 +147,12 @@ def dualize(
 
 
 class MomentumState(NamedTuple):
-    """State of :func:`momentum`."""
+    """State of :func:`momentum`.
+
+    Attributes:
+      count: shape ``()``, int32: the number of updates so far (for the bias correction).
+      mu: like the params, dtype ``mu_dtype`` (default: the params'): the EMA of the gradients.
+    """
 
     count: jax.Array  # shape=(), dtype=int32: number of updates so far
     mu: optax.Updates  # like the params, dtype mu_dtype (default: the params' dtype): the EMA of gradients

@@ -102,6 +102,7 @@ def test_vector_leaf_in_scale_by_dion_names_the_path():
         normopt.scale_by_dion().init({"bias": jnp.ones(3)})
 
 
+@pytest.mark.slow  # a training run of Dion and Muon side by side
 def test_rank_quarter_tracks_muon_on_an_mlp():
     """Teacher–student regression with a 3-layer tanh MLP (64 wide), 150 full-batch steps at lr 0.02 (the best of
     {0.01, 0.02, 0.05} for all three): full-rank Dion matches Muon (within 1.5×); rank 1/4 removes > 99 % of the

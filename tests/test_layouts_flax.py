@@ -92,6 +92,14 @@ def test_nnx_head_argument():
         layouts.nnx(model, head="nowhere")
 
 
+def test_nnx_empty_head_means_no_head():
+    model = abstract(MLP)
+    no_head = {k: (mat([0], [1]) if v[0] == "head" else v) for k, v in MLP_EXPECTED.items()}
+    params = nnx.state(model, nnx.Param)
+    check(layouts.nnx(model, head=()), no_head, params)  # neither the name ``readout`` ...
+    check(layouts.nnx(model, jnp.ones((2, 4)), head=[]), no_head, params)  # ... nor forward order picks a head
+
+
 class CNN(nnx.Module):
     def __init__(self, rngs: nnx.Rngs):
         self.conv1 = nnx.Conv(3, 4, (3, 3), rngs=rngs)
@@ -241,8 +249,9 @@ MOE_EXPECTED = {
 
 def test_nnx_moe_expert_axis_and_overrides():
     model = abstract(MoE)
-    with pytest.raises(ValueError, match=r"moe/w_down \(shape \(4, 16, 8\)\).*overrides"):
+    with pytest.raises(ValueError, match=r"moe/w_down \(shape \(4, 16, 8\)\).*overrides") as raised:
         layouts.nnx(model)
+    assert "normopt.MatrixDims(...)} (or" in str(raised.value)  # one closing brace for the one opened
     down = Layout("hidden", (1,), (2,), (0,))
     got = layouts.nnx(model, jnp.ones((2, D)), overrides={r"w_down$": down})
     check(got, MOE_EXPECTED, nnx.state(model, nnx.Param))

@@ -14,8 +14,8 @@ def test_readme_python_blocks_run(capsys):
         exec(compile(block, "README.md", "exec"), {})
     printed = capsys.readouterr().out
     for line in (
-        "Dense_0/kernel  (784, 256)  rms_to_rms   784     256                  0.5714",
-        "head/kernel     (256, 10)   rms_to_linf  256     10                   0.0625",
+        "Dense_0/kernel  (784, 256)  hidden  rms_to_rms   784     256      0.5714  names",
+        "head/kernel     (256, 10)   head    rms_to_linf  256     10       0.0625  names",
     ):
         assert line in printed and line in text  # the table shown in the README is what describe prints
 

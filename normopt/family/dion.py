@@ -44,8 +44,7 @@ from normopt._numerics import (
 )
 from normopt._numerics import weight_decay as _weight_decay
 from normopt.alias import MUON_FALLBACK_ROLES, NormedTransformation, adamw_fallback, with_rule
-from normopt.dims import layout as matrix_layout
-from normopt.dims import to_matrices
+from normopt.dims import matrix_layout, to_matrices
 
 
 class DionState(NamedTuple):

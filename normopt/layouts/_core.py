@@ -17,12 +17,12 @@ import jax
 import numpy as np
 
 from normopt._numerics import path_names as key_names
-from normopt.dims import MatrixDims
-from normopt.dims import layout as dims_layout
+from normopt.dims import MatrixDims, matrix_layout
 
 ROLES = ("embedding", "hidden", "head", "vector")
 LAST_RESORT = "names"
 """The ``source`` of a reading guessed from parameter names alone (see :mod:`normopt.layouts._names`)."""
+
 
 class Layout(NamedTuple):
     """How one parameter leaf is read.
@@ -78,7 +78,16 @@ class Layout(NamedTuple):
 
 
 def vector(ndim: int, *, batch: Sequence[int] = (), source: str = "user") -> Layout:
-    """A vector (bias, gain, norm scale) of ``ndim`` axes, of which ``batch`` are stack axes."""
+    """A vector reading (bias, gain, norm scale) of a leaf with ``ndim`` axes, of which ``batch`` are stack axes.
+
+    Args:
+      ndim: the leaf's number of dimensions.
+      batch: the stack axes (each slice its own vector).
+      source: where the reading comes from (the ``source`` column of :func:`normopt.describe`).
+
+    Returns:
+      A :class:`Layout` with role ``"vector"``.
+    """
     del ndim
     return Layout("vector", (), (), tuple(batch), source)
 
@@ -86,7 +95,23 @@ def vector(ndim: int, *, batch: Sequence[int] = (), source: str = "user") -> Lay
 def matrix(
     fan_in: Sequence[int], fan_out: Sequence[int], *, role: str = "hidden", batch: Sequence[int] = (), source: str
 ) -> Layout:
-    """A matrix (or a stack of matrices) with the given axes."""
+    """A matrix reading (or a stack of matrices) with the given axes.
+
+    Args:
+      fan_in: the input axes (flattened into the matrix's rows).
+      fan_out: the output axes (flattened into its columns).
+      role: ``"embedding"``, ``"hidden"`` or ``"head"``.
+      batch: the stack axes (each slice its own matrix).
+      source: where the reading comes from (the ``source`` column of :func:`normopt.describe`).
+
+    Returns:
+      A :class:`Layout`.
+
+    Examples:
+      >>> from normopt.layouts import matrix
+      >>> matrix((1, 2, 3), (0,), source="user").fan_in  # an [out, in, kh, kw] conv weight
+      (1, 2, 3)
+    """
     return Layout(role, tuple(fan_in), tuple(fan_out), tuple(batch), source)
 
 
@@ -114,6 +139,14 @@ class Layouts(Mapping):
     :func:`normopt.muon`, :func:`normopt.scion`, :func:`normopt.dion`, :func:`normopt.dualize` and
     :func:`normopt.describe`. Looking up a leaf the model does not have raises ``ValueError`` naming it.
     ``layouts.override({pattern: Layout | MatrixDims | role})`` returns a copy with some readings replaced.
+
+    Args:
+      entries: the reading of each leaf, keyed by its path.
+      framework: the name of the builder (``"nnx"``, ``"linen"``, ...), used in error messages.
+      shapes: the shape of each leaf, keyed by its path; each reading is checked against it.
+
+    Raises:
+      ValueError: naming the leaf, when a reading does not fit its shape.
     """
 
     def __init__(
@@ -181,7 +214,7 @@ def as_layout(new: Any, old: Layout, shape: tuple[int, ...]) -> Layout:
     if isinstance(new, Layout):
         return new
     if isinstance(new, MatrixDims):
-        lay = dims_layout(shape, new)
+        lay = matrix_layout(shape, new)
         return Layout(
             "hidden" if old.role == "vector" else old.role, lay.fan_in_axes, lay.fan_out_axes, lay.batch_axes, "user"
         )

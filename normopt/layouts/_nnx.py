@@ -51,7 +51,8 @@ def nnx(
 
     The role ``"head"`` (the layer producing the model's output) goes to the matrices of:
 
-    1. the modules whose ``/``-joined path matches ``head`` (a regex or a sequence of regexes), when given;
+    1. the modules whose ``/``-joined path matches ``head`` (a regex or a sequence of regexes; ``head=()`` for no
+       head), when given;
     2. else, when example inputs are given, the last ``Linear``/``LinearGeneral``/``Einsum`` called in the forward
        pass (traced abstractly with ``jax.eval_shape`` on a copy of the model; nothing is computed). If the last
        such call is ``Embed.attend`` (tied output embedding), or a stacked layer (inside ``nnx.scan``), there is no
@@ -64,7 +65,8 @@ def nnx(
       model: an NNX module.
       *example_args: inputs for ``model(*example_args, **example_kwargs)`` (arrays or ``jax.ShapeDtypeStruct``);
         only used to find the forward order for the head rule.
-      head: regex(es) over module paths naming the output layer(s); overrides the forward-order rule.
+      head: regex(es) over module paths naming the output layer(s); overrides the forward-order rule. ``()``
+        means no head.
       overrides: ``{path regex: Layout | MatrixDims | role}`` applied (first match wins) before custom parameters
         with ≥ 2 dimensions are refused, as in :meth:`Layouts.override`.
       **example_kwargs: keyword inputs for the example call.
@@ -130,11 +132,22 @@ def stack_depth(path: Path, extra: Mapping[Path, int]) -> int:
 
 
 def match_heads(head: str | Sequence[str], entries: Mapping[Path, Layout]) -> set[Path]:
-    """The modules owning a matrix whose ``/``-joined path matches one of the ``head`` regexes."""
+    """The modules owning a matrix whose ``/``-joined path matches one of the ``head`` regexes (none for ``()``).
+
+    Args:
+      head: a regex or a sequence of regexes; an empty sequence means no head.
+      entries: the reading of every leaf, keyed by path.
+
+    Returns:
+      The paths of the matching modules.
+
+    Raises:
+      ValueError: when ``head`` has patterns but none matches a module owning a matrix.
+    """
     patterns = [head] if isinstance(head, str) else list(head)
     owners = sorted({p[:-1] for p, lay in entries.items() if lay.role != "vector"})
     heads = {m for m in owners if any(re.search(pat, "/".join(m), flags=re.IGNORECASE) for pat in patterns)}
-    if not heads:
+    if patterns and not heads:
         names = ", ".join("/".join(m) for m in owners)
         raise ValueError(f"head={head!r} matches no module owning a matrix; the modules are: {names}")
     return heads
@@ -169,7 +182,7 @@ def finish(
             raise ValueError(
                 f"{joined} (shape {shapes[path]}): no known {framework} module owns this parameter, so its fan-in, "
                 f"fan-out and stack axes are unknown; pass overrides={{{joined!r}: normopt.layouts.Layout(...) or "
-                "normopt.MatrixDims(...)}} (or .override(...) on the result of another model)"
+                "normopt.MatrixDims(...)} (or .override(...) on the result of another model)"
             )
         out[path] = layout
     return Layouts(out, framework, shapes)

@@ -17,7 +17,16 @@ role}`` overriding the name-based reading of the leaves whose ``/``-joined path 
 
 
 def check_spec(layout: Any, argument: str = "layout") -> None:
-    """Raises ``TypeError`` naming ``argument`` unless ``layout`` is a :data:`LayoutSpec`."""
+    """Raises ``TypeError`` naming ``argument`` unless ``layout`` is a :data:`LayoutSpec`.
+
+    Args:
+      layout: the value to check.
+      argument: the argument's name, for the error message.
+
+    Raises:
+      TypeError: when ``layout`` is not a :data:`LayoutSpec` (or a key is not a string).
+      re.error: when a key is not a valid regex.
+    """
     if layout is None or isinstance(layout, Layouts):
         return
     if isinstance(layout, Mapping):
@@ -38,7 +47,20 @@ def check_spec(layout: Any, argument: str = "layout") -> None:
 
 
 def read(path: tuple[str, ...], shape: tuple[int, ...], layout: LayoutSpec = None) -> Layout:
-    """The reading of the leaf at ``path`` with ``shape`` under ``layout`` (see :data:`LayoutSpec`)."""
+    """The reading of the leaf at ``path`` with ``shape`` under ``layout``.
+
+    Args:
+      path: the leaf's path, a tuple of strings.
+      shape: the leaf's shape.
+      layout: a :data:`LayoutSpec`: a :class:`Layouts` (looked up), a ``{regex: Layout | MatrixDims | role}``
+        overriding the name-based reading of the matching leaves (first match wins), or None (names only).
+
+    Returns:
+      The leaf's :class:`Layout`.
+
+    Raises:
+      ValueError: when a :class:`Layouts` has no such leaf or a different shape for it.
+    """
     if isinstance(layout, Layouts):
         return layout.lookup(path, shape)
     base = _names.read(path, tuple(shape))
@@ -52,7 +74,14 @@ def read(path: tuple[str, ...], shape: tuple[int, ...], layout: LayoutSpec = Non
 
 
 def from_names(params: Any) -> Layouts:
-    """The last-resort reading of every leaf of ``params`` from its names (see :mod:`normopt.layouts._names`)."""
+    """The last-resort reading of every leaf of ``params`` from its names (rules in ``normopt/layouts/_names.py``).
+
+    Args:
+      params: the parameter tree.
+
+    Returns:
+      A :class:`Layouts` with framework ``"from_names"``, every source ``"names"``.
+    """
     pairs = leaves_with_paths(params)
     return Layouts(
         {p: _names.read(p, tuple(x.shape)) for p, x in pairs}, "from_names", {p: tuple(x.shape) for p, x in pairs}
