@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-all bench-kernels bench-step bench-train bench-sharded docs lint clean
+.PHONY: demo test test-slow test-all bench-kernels bench-step bench-train bench-sharded docs lint clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -28,10 +28,12 @@ demo: $(VENV)/.demo-installed
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest -n 2 -m "not slow"
 
-# Everything, slow tests included, then the linter (CI runs this: .ci/run).
-test-all: $(VENV)/.installed
-	$(BIN)/python -m pytest -n 2 -m "slow or not slow"
-	$(BIN)/ruff check normopt tests benchmarks examples
+# The tests marked slow (docs build, notebook, examples, multi-process, fp64 subprocesses, benchmark smoke).
+test-slow: $(VENV)/.installed
+	$(BIN)/python -m pytest -n 2 -m slow
+
+# Everything: the fast suite, the slow tests, then the linter (CI runs these three: .ci/run).
+test-all: test test-slow lint
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check normopt tests benchmarks examples

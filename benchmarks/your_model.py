@@ -245,15 +245,10 @@ class CNNWorkload:
     def runner(self, opt: Optimizer) -> Runner:
         tx = scheduled(opt, self.cfg["steps"])
 
-        def chunk(params, opt_state, data, indices):
-            def step(carry, idx):
-                params, opt_state = carry
-                loss, grads = jax.value_and_grad(self.loss)(params, data["x"][idx], data["y"][idx])
-                updates, opt_state = tx.update(grads, opt_state, params)
-                return (optax.apply_updates(params, updates), opt_state), loss
-
-            (params, opt_state), losses = jax.lax.scan(step, (params, opt_state), indices)
-            return params, opt_state, losses
+        def step(params, opt_state, data, idx):
+            loss, grads = jax.value_and_grad(self.loss)(params, data["x"][idx], data["y"][idx])
+            updates, opt_state = tx.update(grads, opt_state, params)
+            return optax.apply_updates(params, updates), opt_state, loss
 
         def start(seed: int, lr: float) -> tuple[Any, ...]:
             params = eqx.filter(self.model(seed), eqx.is_array)
@@ -261,7 +256,7 @@ class CNNWorkload:
             set_peak(opt_state, lr)
             return params, opt_state
 
-        return Runner(self, opt, chunk, start, lambda carry: self.evaluate(carry[0], self.data))
+        return Runner(self, opt, step, start, lambda carry: self.evaluate(carry[0], self.data))
 
     def indices(self, seed: int) -> np.ndarray:
         return _epoch_indices(self.n_train, self.cfg["batch"], seed, self.cfg["steps"])
@@ -371,16 +366,11 @@ class TransformerWorkload:
         tx = scheduled(opt, self.cfg["steps"])
         opt_def = nnx.graphdef(nnx.Optimizer(self.model(0), tx, wrt=nnx.Param))
 
-        def chunk(model_state, opt_state, data, indices):
-            def step(carry, idx):
-                model = nnx.merge(self.model_def, carry[0])
-                optimizer = nnx.merge(opt_def, carry[1])
-                loss, grads = nnx.value_and_grad(self.loss)(model, self.windows(data["train"], idx))
-                optimizer.update(model, grads)
-                return (nnx.state(model), nnx.state(optimizer)), loss
-
-            (model_state, opt_state), losses = jax.lax.scan(step, (model_state, opt_state), indices)
-            return model_state, opt_state, losses
+        def step(model_state, opt_state, data, idx):
+            model, optimizer = nnx.merge(self.model_def, model_state), nnx.merge(opt_def, opt_state)
+            loss, grads = nnx.value_and_grad(self.loss)(model, self.windows(data["train"], idx))
+            optimizer.update(model, grads)
+            return nnx.state(model), nnx.state(optimizer), loss
 
         def start(seed: int, lr: float) -> tuple[Any, ...]:
             model = self.model(seed)
@@ -388,7 +378,7 @@ class TransformerWorkload:
             set_peak(optimizer.opt_state, lr)
             return nnx.state(model), nnx.state(optimizer)
 
-        return Runner(self, opt, chunk, start, lambda carry: self.evaluate(carry[0], self.data))
+        return Runner(self, opt, step, start, lambda carry: self.evaluate(carry[0], self.data))
 
     def indices(self, seed: int) -> np.ndarray:
         rng = np.random.default_rng([seed, 2])
@@ -405,13 +395,12 @@ class TransformerWorkload:
 class Runner:
     """One optimizer on one workload: the training chunk compiled once, then run for any learning rate and seed."""
 
-    def __init__(self, workload: Any, opt: Optimizer, chunk: Callable, start: Callable, evaluate: Callable):
+    def __init__(self, workload: Any, opt: Optimizer, step: Callable, start: Callable, evaluate: Callable):
         self.workload, self.opt, self.start, self.evaluate = workload, opt, start, evaluate
-        cfg = workload.cfg
         params, opt_state = start(0, opt.grid[0])
-        indices = workload.indices(0)[: cfg["chunk"]]
         t0 = time.perf_counter()
-        self.chunk = jax.jit(chunk).lower(params, opt_state, workload.data, indices).compile()
+        jitted = jax.jit(step, donate_argnums=(0, 1))
+        self.step = jitted.lower(params, opt_state, workload.data, workload.indices(0)[0]).compile()
         self.compile_s = time.perf_counter() - t0
 
     def run(self, lr: float, seed: int) -> dict[str, Any]:
@@ -423,8 +412,11 @@ class Runner:
         train, seconds, diverged = [], 0.0, False
         for chunk_indices in indices:
             t0 = time.perf_counter()
-            params, opt_state, losses = self.chunk(params, opt_state, self.workload.data, chunk_indices)
-            losses = np.asarray(losses)
+            losses = []
+            for idx in chunk_indices:
+                params, opt_state, loss = self.step(params, opt_state, self.workload.data, idx)
+                losses.append(loss)
+            losses = np.asarray(jax.device_get(losses))
             seconds += time.perf_counter() - t0
             train.append(float(losses.mean()))
             if not np.isfinite(losses).all():

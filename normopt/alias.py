@@ -467,7 +467,7 @@ def scion(
             try:
                 norms_lib.get(what)
             except ValueError as e:
-                raise ValueError(f"scion: rules[{pattern!r}] = {what!r}: {e}; roles are {sorted(radii)}") from None
+                raise ValueError(f"scion: rules: {pattern}: {what!r}: {e}; roles are {sorted(radii)}") from None
     hidden = norms_lib.rms_to_rms(method=method, steps=steps, compute_dtype=compute_dtype)
     base = {"embedding": norms_lib.l1_to_rms(), "hidden": hidden, "head": norms_lib.rms_to_linf()}
     base["vector"] = norms_lib.get(vector_norm)

@@ -20,6 +20,10 @@ class MatrixDims(NamedTuple):
 
     Negative axes count from the end. The default, ``fan_in=(-2,), fan_out=(-1,)``, reads a 2-D kernel as
     ``[fan_in, fan_out]`` and treats the leading axes of a ≥3-D leaf as batch axes.
+
+    Attributes:
+      fan_in: the axis or axes whose product of sizes is the fan-in (the rows).
+      fan_out: the axis or axes whose product of sizes is the fan-out (the columns).
     """
 
     fan_in: Sequence[int] | int = (-2,)
@@ -32,7 +36,15 @@ class MatrixDims(NamedTuple):
 
 
 class MatrixLayout(NamedTuple):
-    """The resolved reading of one shape: non-negative axes and sizes."""
+    """The resolved reading of one shape: non-negative axes and sizes (from :func:`matrix_layout`).
+
+    Attributes:
+      batch_axes: the axes that are neither fan-in nor fan-out, in order; each slice along them is one matrix.
+      fan_in_axes: the fan-in axes, non-negative.
+      fan_out_axes: the fan-out axes, non-negative.
+      fan_in: the product of the sizes of the fan-in axes.
+      fan_out: the product of the sizes of the fan-out axes.
+    """
 
     batch_axes: tuple[int, ...]
     fan_in_axes: tuple[int, ...]
@@ -52,7 +64,24 @@ def _as_axes(axes: Sequence[int] | int, ndim: int) -> tuple[int, ...]:
 
 
 def matrix_layout(shape: Sequence[int], dims: MatrixDims | None = None) -> MatrixLayout:
-    """Resolves ``dims`` against ``shape``; raises ``ValueError`` for arrays that are not matrix-like."""
+    """Resolves ``dims`` against ``shape``.
+
+    Args:
+      shape: the shape of a leaf.
+      dims: which axes are fan-in and fan-out; ``None`` for ``MatrixDims()`` (``[*batch, fan_in, fan_out]``).
+
+    Returns:
+      The :class:`MatrixLayout` of ``shape``.
+
+    Raises:
+      ValueError: for fewer than 2 dimensions, axes out of range, an empty or repeated axis list, or an axis that is
+        both fan-in and fan-out.
+
+    Examples:
+      >>> from normopt.dims import MatrixDims, matrix_layout
+      >>> matrix_layout((3, 3, 16, 32), MatrixDims.conv(4))  # a conv kernel [*window, in, out]
+      MatrixLayout(batch_axes=(), fan_in_axes=(0, 1, 2), fan_out_axes=(3,), fan_in=144, fan_out=32)
+    """
     ndim = len(shape)
     if ndim < 2:
         raise ValueError(
@@ -75,7 +104,19 @@ def matrix_layout(shape: Sequence[int], dims: MatrixDims | None = None) -> Matri
 
 
 def to_matrices(x: jax.Array, dims: MatrixDims | None = None) -> tuple[jax.Array, Callable[[jax.Array], jax.Array]]:
-    """Returns ``x`` as ``[*batch, fan_in, fan_out]`` and the function that maps such an array back."""
+    """``x`` as a stack of matrices ``[*batch, fan_in, fan_out]``, and the function that maps such an array back.
+
+    Args:
+      x: the array to read.
+      dims: which axes are fan-in and fan-out; ``None`` for ``MatrixDims()`` (``[*batch, fan_in, fan_out]``).
+
+    Returns:
+      ``(matrices, back)``: ``x`` transposed and reshaped to ``[*batch, fan_in, fan_out]``, and ``back`` mapping an
+      array of that shape to the shape and axis order of ``x``.
+
+    Raises:
+      ValueError: when ``dims`` cannot read ``x`` as a matrix (:func:`matrix_layout`).
+    """
     lay = matrix_layout(x.shape, dims)
     order = lay.batch_axes + lay.fan_in_axes + lay.fan_out_axes
     batch_shape = tuple(x.shape[a] for a in lay.batch_axes)

@@ -28,7 +28,15 @@ Rule = Callable[[tuple[str, ...], Any], Any]
 
 
 def first_match(patterns: Mapping[str, Any] | None, path: tuple[str, ...]) -> Any:
-    """The value of the first pattern in ``patterns`` that matches ``path``, else None."""
+    """The value of the first pattern in ``patterns`` that matches ``path``, else None.
+
+    Args:
+      patterns: ``{regex: value}``, searched case-insensitively in order in the ``/``-joined path; None for none.
+      path: the leaf's path, a tuple of strings such as ``("params", "Dense_0", "kernel")``.
+
+    Returns:
+      The value of the first matching pattern, or None.
+    """
     joined = "/".join(path)
     for pattern, value in (patterns or {}).items():
         if re.search(pattern, joined, flags=re.IGNORECASE):
@@ -54,8 +62,22 @@ def check_patterns(patterns: Any, argument: str) -> tuple[str, ...]:
 
 
 def read(path: tuple[str, ...], leaf: Any, layout: layouts.LayoutSpec = None, strict: bool = False) -> Layout:
-    """The reading of one leaf (:func:`normopt.layouts.read`); with ``strict``, a ``ValueError`` naming the leaf
-    when a leaf with ≥ 2 dimensions is read only from its names."""
+    """The reading of one leaf (:func:`normopt.layouts.read`).
+
+    Args:
+      path: the leaf's path, a tuple of strings.
+      leaf: the leaf (an array or anything with a shape).
+      layout: a :data:`normopt.layouts.LayoutSpec` (the result of ``normopt.layouts.nnx(model)`` and the like, or
+        ``{pattern: Layout | MatrixDims | role}``); None reads from the names alone.
+      strict: refuse to read a leaf with ≥ 2 dimensions from its names alone.
+
+    Returns:
+      The leaf's :class:`~normopt.layouts.Layout` (fan-in, fan-out and stack axes, role, source).
+
+    Raises:
+      ValueError: naming the leaf, with ``strict`` when a leaf with ≥ 2 dimensions is read only from its names, or
+        when ``layout`` does not fit the leaf.
+    """
     shape = tuple(jnp.shape(leaf))
     lay = layouts.read(path, shape, layout)
     if strict and len(shape) >= 2 and lay.source == LAST_RESORT:
@@ -69,12 +91,29 @@ def read(path: tuple[str, ...], leaf: Any, layout: layouts.LayoutSpec = None, st
 
 
 def role(path: tuple[str, ...], leaf: Any, layout: layouts.LayoutSpec = None) -> str:
-    """The role of a leaf: ``"embedding"``, ``"hidden"``, ``"head"`` or ``"vector"``."""
+    """The role of a leaf: ``"embedding"``, ``"hidden"``, ``"head"`` or ``"vector"``.
+
+    Args:
+      path: the leaf's path, a tuple of strings.
+      leaf: the leaf (an array or anything with a shape).
+      layout: a :data:`normopt.layouts.LayoutSpec`, as in :func:`read`; None reads from the names alone.
+
+    Returns:
+      The role of :func:`read`'s reading.
+    """
     return read(path, leaf, layout).role
 
 
 def labels(rule: Rule, tree: Any) -> Any:
-    """The pytree of string labels for ``optax.partition``: the label a rule returns, or ``"normed"`` for a Norm."""
+    """The pytree of string labels for ``optax.partition``: the label a rule returns, or ``"normed"`` for a Norm.
+
+    Args:
+      rule: a :data:`Rule`, ``(path, leaf) -> Norm | str | None``.
+      tree: the parameters.
+
+    Returns:
+      A pytree of the structure of ``tree`` with a string at every leaf.
+    """
 
     def label(path, leaf):
         chosen = rule(_numerics.path_names(path), leaf)
@@ -84,5 +123,12 @@ def labels(rule: Rule, tree: Any) -> Any:
 
 
 def norms_of(rule: Rule) -> Rule:
-    """The rule restricted to norms (labels become None), for :func:`normopt.dualize` inside a partition."""
+    """The rule restricted to norms (labels become None), for :func:`normopt.dualize` inside a partition.
+
+    Args:
+      rule: a :data:`Rule`, ``(path, leaf) -> Norm | str | None``.
+
+    Returns:
+      A :data:`Rule` returning the Norm ``rule`` returns, or None for a label or None.
+    """
     return lambda path, leaf: (lambda chosen: chosen if isinstance(chosen, norms_lib.Norm) else None)(rule(path, leaf))

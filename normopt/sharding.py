@@ -50,7 +50,12 @@ def _kernel_key(norm: norms_lib.Spectral) -> tuple[Any, ...]:
 class LayerSharded:
     """Dualizes spectral leaves as stacks of same-shape matrices, each matrix owned by one device of ``axes``.
 
-    Other norms (and leaves without a norm) are dualized leaf by leaf, exactly as without sharding.
+    Other norms (and leaves without a norm) are dualized leaf by leaf, exactly as without sharding. Build it with
+    :func:`layer_sharded`.
+
+    Attributes:
+      mesh: the device mesh.
+      axes: the mesh axes the stacks are split over (their product is :attr:`size`).
     """
 
     mesh: Mesh
@@ -164,9 +169,36 @@ def _matrix_spec(g: jax.Array, dims: Any) -> tuple[tuple[str, ...], ...] | None:
 
 
 def layer_sharded(mesh: Mesh, axes: str | Sequence[str] | None = None) -> LayerSharded:
-    """Layer-sharded dualization over ``axes`` of ``mesh`` (default: all its axes); pass it as ``sharding=``.
+    """Layer-sharded dualization over ``axes`` of ``mesh``; pass it as ``sharding=``.
 
-    Example: ``normopt.muon(1e-2, sharding=normopt.sharding.layer_sharded(mesh))``.
+    Same-shape spectral leaves are stacked ``[L, m, n]``, padded to a multiple of the D devices of ``axes``,
+    exchanged (all-to-all) so that each device holds L/D whole matrices, orthogonalized locally and exchanged back:
+    m·n·(D−1)/D elements per device per direction and matrix, independent of the number of iteration steps.
+
+    Args:
+      mesh: a ``jax.sharding.Mesh`` (``jax.make_mesh``); Auto and Explicit axes both work.
+      axes: a mesh axis name or a sequence of them; ``None`` for all the mesh's axes.
+
+    Returns:
+      A :class:`LayerSharded` for ``sharding=`` of :func:`normopt.dualize`, :func:`normopt.muon` and
+      :func:`normopt.scion`.
+
+    Raises:
+      TypeError: when ``mesh`` is not a ``jax.sharding.Mesh``.
+      ValueError: when ``axes`` is empty or names an axis the mesh does not have.
+
+    Examples:
+      >>> import jax
+      >>> import normopt
+      >>> mesh = jax.make_mesh((jax.device_count(),), ("data",))
+      >>> sharded = normopt.sharding.layer_sharded(mesh)
+      >>> sharded.axes, sharded.size == jax.device_count()
+      (('data',), True)
+      >>> optimizer = normopt.muon(1e-2, sharding=sharded)
+
+    References:
+      Jordan et al., `Muon: an optimizer for hidden layers in neural networks
+      <https://kellerjordan.github.io/posts/muon/>`_, 2024.
     """
     if not isinstance(mesh, Mesh):
         raise TypeError(f"layer_sharded: mesh must be a jax.sharding.Mesh (jax.make_mesh), got {type(mesh).__name__}")

@@ -266,7 +266,7 @@ def test_wrong_model_lookup_names_the_path():
             with pytest.raises(ValueError, match="conv1/kernel.*no parameter at this path"):
                 got.lookup(path, leaf.shape)
     with pytest.raises(ValueError, match=r"readout/kernel.*shape \(8, 5\) differs"):
-        got.lookup(("readout", "kernel", "value"), (8, 5))
+        got.lookup(("readout", "kernel"), (8, 5))
 
 
 # --------------------------------------------------------------------------------------------------------- linen

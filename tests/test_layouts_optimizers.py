@@ -253,7 +253,7 @@ def test_scion_validates_arguments_when_built():
         normopt.scion(LR, head_radius=0.0)
     with pytest.raises(ValueError, match="vector_norm"):
         normopt.scion(LR, vector_norm="l3")
-    with pytest.raises(ValueError, match=r"rules\['w'\]"):
+    with pytest.raises(ValueError, match=r"rules: w: 'frobenius-ish'"):
         normopt.scion(LR, rules={"w": "frobenius-ish"})
 
 

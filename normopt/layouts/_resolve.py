@@ -67,7 +67,10 @@ def read(path: tuple[str, ...], shape: tuple[int, ...], layout: LayoutSpec = Non
     joined = "/".join(path)
     for pattern, new in (layout or {}).items():
         if re.search(pattern, joined, flags=re.IGNORECASE):
-            chosen = as_layout(new, base, tuple(shape))
+            try:
+                chosen = as_layout(new, base, tuple(shape))
+            except ValueError as e:
+                raise ValueError(f"{joined} (shape {tuple(shape)}): layout[{pattern!r}]: {e}") from None
             chosen.check(joined, tuple(shape))
             return chosen
     return base
