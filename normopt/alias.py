@@ -20,7 +20,6 @@ import optax
 
 from normopt import _describe, _numerics, layouts, partition, transforms
 from normopt import norms as norms_lib
-from normopt.layouts import ROLES
 
 
 class NormedTransformation(optax.GradientTransformationExtraArgs):
@@ -344,22 +343,12 @@ def muon(
     _numerics.check_range("adam_eps_root", adam_eps_root, 0.0, owner=owner)
     _numerics.check_range("adam_weight_decay", adam_weight_decay, 0.0, owner=owner)
     _numerics.check_choice("scale", scale, norms_lib.SCALE_RULES, owner=owner)
-    fallback = partition.check_patterns(fallback, "fallback")
-    fallback_roles = partition.check_patterns(fallback_roles, "fallback_roles")
-    for r in fallback_roles:
-        _numerics.check_choice("fallback_roles entry", r, ROLES[:3], owner=owner)
+    reader = partition.matrix_reader(layout, strict, fallback, fallback_roles, owner)
     kernel = norms_lib.spectral(scale=scale, method=method, steps=steps, compute_dtype=compute_dtype)
 
     def rule(path, leaf):
-        _numerics.check_float(path, leaf)
-        lay = partition.read(path, leaf, layout, strict)
-        if (
-            lay.role == "vector"
-            or lay.role in fallback_roles
-            or partition.first_match(dict.fromkeys(fallback, 1), path)
-        ):
-            return "adamw"
-        return norms_lib.with_layout(kernel, lay)
+        lay = reader(path, leaf)
+        return "adamw" if lay is None else norms_lib.with_layout(kernel, lay)
 
     matrices = optax.chain(
         transforms.momentum(beta, nesterov=nesterov, mu_dtype=mu_dtype),

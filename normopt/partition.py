@@ -132,3 +132,37 @@ def norms_of(rule: Rule) -> Rule:
       A :data:`Rule` returning the Norm ``rule`` returns, or None for a label or None.
     """
     return lambda path, leaf: (lambda chosen: chosen if isinstance(chosen, norms_lib.Norm) else None)(rule(path, leaf))
+
+
+def matrix_reader(
+    layout: layouts.LayoutSpec, strict: bool, fallback: Any, fallback_roles: Any, owner: str
+) -> Callable[[tuple[str, ...], Any], Layout | None]:
+    """For Muon-style optimizers: checks ``fallback`` (path regexes) and ``fallback_roles`` when built, and
+    returns ``(path, leaf) -> Layout | None``: the leaf's reading when the matrix optimizer takes it, None when it
+    goes to the AdamW fallback (vectors, the ``fallback_roles``, paths matching ``fallback``). Non-float leaves
+    raise ``TypeError`` naming the path.
+
+    Args:
+      layout: how leaves are read (:data:`normopt.layouts.LayoutSpec`).
+      strict: raise for a ≥ 2-D leaf read only from its name.
+      fallback: a sequence of path regexes sent to AdamW.
+      fallback_roles: roles sent to AdamW, from ``("embedding", "hidden", "head")``.
+      owner: the optimizer's name, for error messages.
+
+    Returns:
+      The reader function.
+    """
+    layouts.check_spec(layout)
+    patterns = dict.fromkeys(check_patterns(fallback, "fallback"), True)
+    roles = check_patterns(fallback_roles, "fallback_roles")
+    for r in roles:
+        _numerics.check_choice("fallback_roles entry", r, layouts.ROLES[:3], owner=owner)
+
+    def reader(path: tuple[str, ...], leaf: Any) -> Layout | None:
+        _numerics.check_float(path, leaf)
+        lay = read(path, leaf, layout, strict)
+        if lay.role == "vector" or lay.role in roles or first_match(patterns, path):
+            return None
+        return lay
+
+    return reader

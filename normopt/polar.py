@@ -165,13 +165,7 @@ def check_kernel(method: str | ArrayLike, steps: int | None, compute_dtype: str 
         if steps < 1 or (rows is not None and steps > rows):
             allowed = "≥ 1" if rows is None else f"between 1 and {rows} (the rows of the {method!r} table)"
             raise ValueError(f"steps={steps} is out of range for method {method!r}; allowed: {allowed}.")
-    if compute_dtype is not None:
-        try:
-            dtype = jnp.dtype(compute_dtype)
-        except TypeError:
-            raise ValueError(f"compute_dtype={compute_dtype!r} is not a dtype; use 'float32' or 'bfloat16'") from None
-        if not jnp.issubdtype(dtype, jnp.floating):
-            raise ValueError(f"compute_dtype={compute_dtype!r} must be a floating dtype (float32, bfloat16, ...)")
+    _numerics.check_dtype("compute_dtype", compute_dtype)
 
 
 def _check_name(method: str) -> None:

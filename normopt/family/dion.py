@@ -266,20 +266,11 @@ def dion(
     check_range("adam_eps", adam_eps, 0, lo_open=True, owner=owner)
     check_range("adam_weight_decay", adam_weight_decay, 0, owner=owner)
     layouts.check_spec(layout)
-    fallback = partition.check_patterns(fallback, "fallback")
-    fallback_roles = partition.check_patterns(fallback_roles, "fallback_roles")
-    for r in fallback_roles:
-        check_choice("fallback_roles entry", r, layouts.ROLES[:3], owner=owner)
+    reader = partition.matrix_reader(layout, strict, fallback, fallback_roles, owner)
     scaled = scale_by_dion(rank=rank, beta=beta, scale=scale, layout=layout, seed=seed, mu_dtype=mu_dtype)
 
     def rule(path, leaf):
-        check_float(path, leaf)
-        lay = partition.read(path, leaf, layout, strict)
-        if (
-            lay.role == "vector"
-            or lay.role in fallback_roles
-            or partition.first_match(dict.fromkeys(fallback, 1), path)
-        ):
+        if reader(path, leaf) is None:
             return "adamw"
         return "dion"
 
