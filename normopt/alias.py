@@ -261,6 +261,7 @@ def muon(
     steps: int | None = None,
     beta: float = 0.95,
     nesterov: bool = True,
+    debias: bool = True,
     weight_decay: float = 0.0,
     mask: Any = None,
     scale: str = "spectral",
@@ -276,6 +277,7 @@ def muon(
     adam_eps: float = 1e-8,
     adam_eps_root: float = 0.0,
     adam_weight_decay: float = 0.0,
+    adam_nesterov: bool | None = None,
     sharding: Any = None,
 ) -> NormedTransformation:
     """Muon: momentum, then the polar factor U Vᵀ of each hidden matrix, scaled by a shape rule; AdamW elsewhere.
@@ -297,7 +299,9 @@ def muon(
       steps: kernel iterations (static: under ``optax.inject_hyperparams`` list it in ``static_args``); None: the
         method's default.
       beta: momentum decay β ∈ [0, 1).
-      nesterov: Nesterov momentum (also NAdam in the AdamW half).
+      nesterov: Nesterov momentum for the matrices (and NAdam in the AdamW half unless ``adam_nesterov`` says
+        otherwise).
+      debias: divide the momentum by 1 − βᵗ (optax.contrib.muon does; KellerJordan/Muon does not: ``False``).
       weight_decay: decoupled weight decay λ ≥ 0 of the matrices (multiplied by η, as ``optax.adamw``).
       mask: which leaves decay, in both halves (a pytree of bools or a callable, as ``optax.adamw``).
       scale: shape rule c in :data:`normopt.norms.SCALE_RULES`: ``"spectral"`` √(fan_out/fan_in) (RMS→RMS,
@@ -316,6 +320,8 @@ def muon(
       adam_eps_root: AdamW's ε added inside the square root (``eps_root`` of ``optax.adamw``; as
         ``optax.contrib.muon``'s ``adam_eps_root``).
       adam_weight_decay: AdamW's decoupled weight decay (``weight_decay`` of ``optax.adamw``).
+      adam_nesterov: NAdam in the AdamW half; None follows ``nesterov`` (KellerJordan/Muon pairs Nesterov Muon
+        with plain Adam: ``False``).
       sharding: None, or :func:`normopt.sharding.layer_sharded` (whole matrices spread over a mesh).
 
     Returns:
@@ -351,7 +357,7 @@ def muon(
         return "adamw" if lay is None else norms_lib.with_layout(kernel, lay)
 
     matrices = optax.chain(
-        transforms.momentum(beta, nesterov=nesterov, mu_dtype=mu_dtype),
+        transforms.momentum(beta, nesterov=nesterov, debias=debias, mu_dtype=mu_dtype),
         transforms.dualize(partition.norms_of(rule), sharding=sharding),
         _numerics.weight_decay(weight_decay, _numerics.path_mask(mask)),
         optax.scale_by_learning_rate(learning_rate),
@@ -365,7 +371,7 @@ def muon(
         weight_decay=adam_weight_decay,
         mask=mask,
         mu_dtype=mu_dtype,
-        nesterov=nesterov,
+        nesterov=nesterov if adam_nesterov is None else adam_nesterov,
     )
     tx = optax.partition({"normed": matrices, "adamw": adam}, lambda params: partition.labels(rule, params))
     return with_rule(tx, rule, layout)
@@ -389,6 +395,7 @@ def scion(
     head_radius: float = 1.0,
     vector_radius: float = 1.0,
     vector_norm: str = "rms",
+    head_norm: str = "rms_to_linf",
     weight_decay: float = 0.0,
     mask: Any = None,
     rules: Mapping[str, Any] | None = None,
@@ -418,6 +425,8 @@ def scion(
       head_radius: ρ > 0 of the output head's ball.
       vector_radius: ρ > 0 of the vectors' ball.
       vector_norm: ``"rms"`` or ``"linf"`` (sign) for vectors.
+      head_norm: ``"rms_to_linf"`` (Scion's ``RowNorm``) or ``"sign"`` (Scion's ``Sign``, sign(G)/d_in, its
+        nanoGPT recipe) for the output head.
       weight_decay: extra decoupled weight decay λ ≥ 0.
       mask: which leaves decay (a pytree of bools or a callable, as ``optax.adamw``).
       rules: ``{path regex: role | norm name | Norm}`` overriding the role-based choice.
@@ -449,6 +458,7 @@ def scion(
         name = "radius" if role_name == "hidden" else f"{role_name}_radius"
         _numerics.check_range(name, value, 0.0, lo_open=True, owner=owner)
     _numerics.check_choice("vector_norm", vector_norm, ("rms", "linf"), owner=owner)
+    _numerics.check_choice("head_norm", head_norm, ("rms_to_linf", "sign"), owner=owner)
     if rules is not None and not isinstance(rules, Mapping):
         raise TypeError(f"scion: rules must be a mapping {{path regex: role | norm}}, got {type(rules).__name__}")
     for pattern, what in (rules or {}).items():
@@ -458,7 +468,7 @@ def scion(
             except ValueError as e:
                 raise ValueError(f"scion: rules: {pattern}: {what!r}: {e}; roles are {sorted(radii)}") from None
     hidden = norms_lib.rms_to_rms(method=method, steps=steps, compute_dtype=compute_dtype)
-    base = {"embedding": norms_lib.l1_to_rms(), "hidden": hidden, "head": norms_lib.rms_to_linf()}
+    base = {"embedding": norms_lib.l1_to_rms(), "hidden": hidden, "head": norms_lib.get(head_norm)}
     base["vector"] = norms_lib.get(vector_norm)
 
     def rule(path, leaf):

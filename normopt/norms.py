@@ -34,10 +34,12 @@ SCALE_RULES: dict[str, Callable[[int, int], float]] = {
     "spectral": lambda fan_in, fan_out: math.sqrt(fan_out / fan_in),
     "jordan": lambda fan_in, fan_out: math.sqrt(max(1.0, fan_out / fan_in)),
     "moonlight": lambda fan_in, fan_out: 0.2 * math.sqrt(max(fan_in, fan_out)),
+    "fan_out": lambda fan_in, fan_out: math.sqrt(fan_out),
 }
 """Update scale rules for spectral dualization, ``(fan_in, fan_out) -> factor`` (REFERENCES §2):
 ``spectral`` √(fan_out/fan_in) (RMS→RMS), ``jordan`` √max(1, fan_out/fan_in) (KellerJordan/Muon, optax default),
-``moonlight`` 0.2·√max(fan_in, fan_out) (Liu et al. 2025; matches AdamW's update RMS)."""
+``moonlight`` 0.2·√max(fan_in, fan_out) (Liu et al. 2025; matches AdamW's update RMS), ``fan_out`` √fan_out
+(Scion's ``Spectral(normalized=False)``, for input layers)."""
 
 
 def _compute_dtype(x: jax.Array) -> jnp.dtype:
@@ -329,6 +331,33 @@ class RMSToLinf(MatrixNorm):
 
     def _slice_dualize(self, m):
         return _unit(m, axis=-2) / math.sqrt(m.shape[-2])
+
+
+@dataclasses.dataclass(frozen=True)
+class Sign(MatrixNorm):
+    """Scion's ``Sign`` output-layer norm: ‖A‖ = d_in·maxᵢⱼ |Aᵢⱼ|; dual Σᵢⱼ |Gᵢⱼ| / d_in; dualize sign(G)/d_in
+    (``normalized=False``: d_in is replaced by 1, plain ℓ∞ on the entries) (Pethick et al. 2025).
+
+    Attributes:
+      dims: which axes of a leaf are fan-in and fan-out (:class:`~normopt.dims.MatrixDims`); ``None`` reads
+        ``[*batch, fan_in, fan_out]`` (or takes the axes a layout gives, :func:`with_layout`).
+      normalized: divide by d_in = fan_in (Scion's default).
+    """
+
+    normalized: bool = True
+    name = "sign"
+
+    def scale(self, fan_in, fan_out):
+        return 1.0 / fan_in if self.normalized else 1.0
+
+    def _slice_norm(self, m):
+        return jnp.max(jnp.abs(m.astype(_compute_dtype(m))), axis=(-2, -1), initial=0.0) / self.scale(*m.shape[-2:])
+
+    def _slice_dual(self, m):
+        return jnp.sum(jnp.abs(m.astype(_compute_dtype(m))), axis=(-2, -1)) * self.scale(*m.shape[-2:])
+
+    def _slice_dualize(self, m):
+        return jnp.sign(m) * self.scale(*m.shape[-2:])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -648,6 +677,63 @@ def rms_to_linf(dims: MatrixDims | None = None) -> Norm:
     return RMSToLinf(dims)
 
 
+def sign(dims: MatrixDims | None = None, *, normalized: bool = True) -> Norm:
+    """Scion's ``Sign`` norm for output layers: dualize sign(G)/d_in (see :class:`Sign`).
+
+    Args:
+      dims: which axes are fan-in and fan-out (:class:`~normopt.dims.MatrixDims`); ``None`` reads
+        ``[*batch, fan_in, fan_out]`` or takes the axes of the leaf's layout.
+      normalized: divide by d_in = fan_in (Scion's default); False gives plain sign(G).
+
+    Returns:
+      A :class:`Sign` norm.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from normopt import norms
+      >>> norms.sign().dualize(jnp.array([[2.0, -1.0], [0.0, 3.0]])).tolist()  # fan_in 2
+      [[0.5, -0.5], [0.0, 0.5]]
+
+    References:
+      Pethick et al., `Training deep learning models with norm-constrained LMOs
+      <https://arxiv.org/abs/2502.07529>`_ (Scion), 2025.
+    """
+    return Sign(dims, normalized)
+
+
+def spectral_conv(
+    window: int,
+    dims: MatrixDims | None = None,
+    *,
+    method: Any = "polar_express",
+    steps: int | None = None,
+    compute_dtype: str | None = None,
+) -> Norm:
+    """Scion's ``SpectralConv``: the polar factor of the flattened conv kernel scaled by √(out/in)/k², i.e.
+    :func:`rms_to_rms` (√(fan_out/fan_in) = √(out/in)/k for fan_in = in·k²) times 1/√window, window = k².
+
+    Args:
+      window: the number of taps k² of the kernel window (e.g. 9 for 3×3); a positive int.
+      dims: which axes are fan-in and fan-out (:class:`~normopt.dims.MatrixDims`); ``None`` takes the layout's.
+      method: the polar kernel (:func:`normopt.orthogonalize`).
+      steps: kernel iterations (static); None: the method's default.
+      compute_dtype: dtype the kernel iterates in; None: float32.
+
+    Returns:
+      A norm whose dualization is √(out/in)/k² · U Vᵀ.
+
+    Raises:
+      ValueError: for a window that is not a positive int.
+
+    References:
+      Pethick et al., `Training deep learning models with norm-constrained LMOs
+      <https://arxiv.org/abs/2502.07529>`_ (Scion), 2025.
+    """
+    if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+        raise ValueError(f"spectral_conv: window must be a positive int (k² taps, e.g. 9 for 3×3), got {window!r}")
+    return Scaled(rms_to_rms(dims, method=method, steps=steps, compute_dtype=compute_dtype), 1.0 / math.sqrt(window))
+
+
 BY_NAME: dict[str, Callable[..., Norm]] = {
     "l2": l2,
     "rms": rms,
@@ -657,6 +743,7 @@ BY_NAME: dict[str, Callable[..., Norm]] = {
     "rms_to_rms": rms_to_rms,
     "l1_to_rms": l1_to_rms,
     "rms_to_linf": rms_to_linf,
+    "sign": sign,
 }
 
 

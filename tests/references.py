@@ -100,3 +100,82 @@ def closed_forms(name: str, g: np.ndarray, rtol: float = 1e-12) -> tuple[float, 
         cols = np.linalg.norm(g, axis=0)
         return np.sqrt(d_in) * cols.max(), cols.sum() / np.sqrt(d_in), g / (np.sqrt(d_in) * _safe(cols))[None, :]
     raise KeyError(name)
+
+
+# ------------------------------------------------------------------------------------------------ family references
+# Written from the papers (and, where the paper leaves a choice, the reference code's documented convention), in
+# float64 numpy; nothing here reads normopt.
+
+
+def project_l2_ball(x: np.ndarray, radius: float) -> np.ndarray:
+    """Π_{‖x‖₂ ≤ r}(x) = x·min(1, r/‖x‖₂) in float64 (the vector x is the whole parameter tree, raveled)."""
+    x = np.asarray(x, np.float64)
+    n = np.linalg.norm(x)
+    return x if n <= radius else x * (radius / n)
+
+
+def dion(grads, q0: np.ndarray, *, mu: float, power_iters: int = 1) -> list[np.ndarray]:
+    """Dion (Ahn et al. 2025, Algorithm 1; ``power_iters`` as ``power_iteration`` of microsoft/dion) on one matrix
+    B = M read as [long side, short side], Q on the short side: the per-step directions P Qᵀ (before the shape
+    factor and learning rate), float64.
+
+        M ← M + G;  repeat k times: P ← orth(M Q), Q ← Mᵀ P;  R = Q;  M ← M − (1 − μ)·P Rᵀ;  Q ← R / ‖R‖_col;  u = P Qᵀ
+    """
+    q = np.asarray(q0, np.float64)
+    m = np.zeros_like(np.asarray(grads[0], np.float64))
+    out = []
+    for g in grads:
+        m = m + np.asarray(g, np.float64)
+        r = q
+        for _ in range(power_iters):
+            p, _ = np.linalg.qr(m @ r)
+            r = m.T @ p
+        m = m - (1 - mu) * p @ r.T
+        q = r / np.linalg.norm(r, axis=0, keepdims=True)
+        out.append(p @ q.T)
+    return out
+
+
+def dion_rank(rank_fraction: float, m: int, n: int, multiple: int) -> int:
+    """The reference's rank: r = fraction·min(m, n), rounded up to a multiple, capped at min(m, n)."""
+    r = rank_fraction * min(m, n)
+    return min(int(multiple * np.ceil(r / multiple)), m, n)
+
+
+def fadam(grads, *, b1, b2, eps, clip, p, placement="outside") -> list[np.ndarray]:
+    """FAdam (Hwang 2024, Algorithm 1) without weight decay, float64: the per-step directions m_t.
+
+    ρ_t = β₂(1 − β₂^{t−1})/(1 − β₂^t),  f_t = ρ_t f + (1 − ρ_t) g²,  ε_t = ε·min(1, rms g),
+    ḡ = g / D,  ḡ ← ḡ / max(1, rms(ḡ)/c),  m_t = β₁ m + (1 − β₁) ḡ, with the denominator D placed as
+    ``placement``: "outside" f^p + ε_t, "power" f^p + ε_t^{2p}, "inside" (f + ε_t²)^p."""
+    f = m = 0.0
+    out = []
+    for t, g in enumerate(grads, start=1):
+        g = np.asarray(g, np.float64)
+        rho = b2 * (1 - b2 ** (t - 1)) / (1 - b2**t)
+        f = rho * f + (1 - rho) * g * g
+        e = eps * min(1.0, float(np.sqrt(np.mean(g * g))))
+        d = {"outside": f**p + e, "power": f**p + e ** (2 * p), "inside": (f + e * e) ** p}[placement]
+        nat = g / d
+        nat = nat / max(1.0, float(np.sqrt(np.mean(nat * nat))) / clip)
+        m = b1 * m + (1 - b1) * nat
+        out.append(m)
+    return out
+
+
+def _sym_power(a: np.ndarray, power: float) -> np.ndarray:
+    w, v = np.linalg.eigh(a)
+    return (v * w**power) @ v.T
+
+
+def shampoo_absolute(grads, eps: float) -> list[np.ndarray]:
+    """Shampoo (Gupta, Koren & Singer 2018, Algorithm 1) for a matrix, float64: L₀ = ε·I, R₀ = ε·I,
+    L ← L + G Gᵀ, R ← R + Gᵀ G, the directions L^{−1/4} G R^{−1/4}."""
+    g0 = np.asarray(grads[0], np.float64)
+    left, right = eps * np.eye(g0.shape[0]), eps * np.eye(g0.shape[1])
+    out = []
+    for g in grads:
+        g = np.asarray(g, np.float64)
+        left, right = left + g @ g.T, right + g.T @ g
+        out.append(_sym_power(left, -0.25) @ g @ _sym_power(right, -0.25))
+    return out

@@ -65,21 +65,34 @@ def _check_rank(rank: Any, owner: str) -> None:
         check_range("rank", rank, 1, owner=owner)
 
 
-def _rank(rank: int | float, m: int, n: int) -> int:
-    """``rank`` as an int, or as a fraction of min(m, n) (rounded up), capped at min(m, n)."""
-    if isinstance(rank, float):
-        return max(1, math.ceil(rank * min(m, n)))
-    return min(rank, m, n)
+def _check_static_int(name: str, value: Any, owner: str) -> None:
+    """A static Python int ≥ 1 (``power_iters``, ``rank_multiple_of``): they set shapes or loop counts."""
+    check_static(name, value, owner=owner)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{owner}: {name} must be a static int >= 1, got {value!r}")
+    check_range(name, value, 1, owner=owner)
 
 
-def _step(m: jax.Array, q: jax.Array, beta: Any) -> tuple[jax.Array, jax.Array, jax.Array]:
+def _rank(rank: int | float, m: int, n: int, multiple: int = 1) -> int:
+    """``rank`` as an int, or as a fraction of min(m, n) (rounded up), then rounded up to a multiple of
+    ``multiple`` and capped at min(m, n) (as the reference code: r = k·⌈r/k⌉, r = min(r, m, n))."""
+    r = max(1, math.ceil(rank * min(m, n))) if isinstance(rank, float) else rank
+    return min(-(-r // multiple) * multiple, m, n)
+
+
+def _step(m: jax.Array, q: jax.Array, beta: Any, power_iters: int = 1) -> tuple[jax.Array, jax.Array, jax.Array]:
     """One Dion step on ``m`` = [*batch, long, short] (≥ fp32) with ``q`` = [*batch, short, r].
+
+    ``power_iters`` steps of power iteration P = qr(M Q), R = Mᵀ P, Q ← R (unnormalized between steps: the QR
+    of the next step ignores column scales), as the reference code's ``power_iteration``.
 
     Returns (P Qᵀ, the new momentum, the new Q). Columns of R that are 0 (M has no mass there) keep their old Q
     and contribute nothing to the update, so M = 0 gives the update 0."""
     t = lambda x: jnp.swapaxes(x, -1, -2)
-    p, _ = jnp.linalg.qr(m @ q)
-    r = t(m) @ p
+    r = q
+    for _ in range(power_iters):
+        p, _ = jnp.linalg.qr(m @ r)
+        r = t(m) @ p
     m = m - (1 - beta) * (p @ t(r))
     norm = jnp.sqrt(jnp.sum(r * r, axis=-2, keepdims=True))
     q_dir = safe_div(r, norm)  # a NaN/inf column stays NaN (visible to apply_if_finite), never a silent zero step
@@ -94,12 +107,18 @@ def scale_by_dion(
     layout: layouts.LayoutSpec = None,
     seed: int = 0,
     mu_dtype: Any | None = None,
+    power_iters: int = 1,
+    rank_multiple_of: int = 1,
 ) -> optax.GradientTransformation:
     """Dion's direction ``c·P Qᵀ`` for every leaf, each read as a stack of matrices.
 
     Per matrix G (read on its long side, Q on the short side), with momentum M and the rank-r factor Q::
 
         M ← M + G;   P ← qr(M Q);   R ← Mᵀ P;   M ← M − (1 − β)·P Rᵀ;   Q ← R / ‖R‖_col;   u = c(fan_in, fan_out)·P Qᵀ
+
+    With ``power_iters = k`` the two lines P ← qr(M Q), R ← Mᵀ P run k times (Q ← R between them, unnormalized)
+    before the error feedback, as ``power_iteration`` of the reference code (microsoft/dion,
+    ``dion_reference.py``); k = 1 is Algorithm 1 of the paper.
 
     Arithmetic runs in ≥ fp32; the momentum is stored in ``mu_dtype``, Q in fp32.
 
@@ -112,6 +131,12 @@ def scale_by_dion(
       layout: how each leaf is read (:data:`normopt.layouts.LayoutSpec`), e.g. ``normopt.layouts.nnx(model)``.
       seed: seed of the Gaussian initial Q.
       mu_dtype: dtype of the momentum buffer (default: the params' dtype).
+      power_iters: static int k ≥ 1, power-iteration steps per update (default 1, the paper's Algorithm 1; the
+        reference's ``power_iters``). Each extra step costs two more thin products and a QR. Under
+        ``optax.inject_hyperparams`` list it in ``static_args``.
+      rank_multiple_of: static int ≥ 1; the rank is rounded up to a multiple of it, then capped at
+        min(fan_in, fan_out) (the reference's ``rank_multiple_of``: r = k·⌈r/k⌉, r = min(r, m, n)). Under
+        ``optax.inject_hyperparams`` list it in ``static_args``.
 
     Returns:
       An ``optax.GradientTransformation`` with state :class:`DionState`; follow it with
@@ -131,6 +156,8 @@ def scale_by_dion(
     """
     owner = "scale_by_dion"
     _check_rank(rank, owner)
+    _check_static_int("power_iters", power_iters, owner)
+    _check_static_int("rank_multiple_of", rank_multiple_of, owner)
     check_range("beta", beta, 0, 1, hi_open=True, owner=owner)
     check_choice("scale", scale, norms_lib.SCALE_RULES, owner=owner)
     if not is_traced(seed) and (isinstance(seed, bool) or not isinstance(seed, int)):
@@ -155,7 +182,7 @@ def scale_by_dion(
         def q0(path, leaf):
             lay = matrix_layout(jnp.shape(leaf), dims(path, leaf))
             batch = tuple(jnp.shape(leaf)[a] for a in lay.batch_axes)
-            shape = (*batch, min(lay.fan_in, lay.fan_out), _rank(rank, lay.fan_in, lay.fan_out))
+            shape = (*batch, min(lay.fan_in, lay.fan_out), _rank(rank, lay.fan_in, lay.fan_out, rank_multiple_of))
             return jax.random.normal(next(keys), shape, jnp.float32)
 
         return DionState(optax.tree.zeros_like(params, dtype=mu_dtype), jax.tree_util.tree_map_with_path(q0, params))
@@ -178,7 +205,7 @@ def scale_by_dion(
                 # error feedback linear), so that 1e-30 or 1e30 entries neither underflow nor overflow.
                 s = jnp.max(jnp.abs(m), axis=(-2, -1), keepdims=True)
                 s = jnp.where(s > 0, s, 1.0)
-                d, m, q = _step(m / s, q_in.astype(dtype), beta)
+                d, m, q = _step(m / s, q_in.astype(dtype), beta, power_iters)
                 m = m * s
                 d, m = (d, m) if tall else (jnp.swapaxes(d, -1, -2), jnp.swapaxes(m, -1, -2))
                 c = norms_lib.SCALE_RULES[scale](fan_in, fan_out)
@@ -211,6 +238,8 @@ def dion(
     scale: str = "spectral",
     seed: int = 0,
     mu_dtype: Any | None = None,
+    power_iters: int = 1,
+    rank_multiple_of: int = 1,
     layout: layouts.LayoutSpec = None,
     strict: bool = False,
     fallback: Sequence[str] = (),
@@ -238,6 +267,9 @@ def dion(
       mask: optax-style mask (a pytree of bools or a callable of the params) of the matrices that decay.
       scale: shape rule c in :data:`normopt.norms.SCALE_RULES` (default √(fan_out/fan_in)).
       seed, mu_dtype, layout: see :func:`scale_by_dion`; ``mu_dtype`` also sets the dtype of the AdamW moments.
+      power_iters: static int ≥ 1, power-iteration steps per update (default 1); see :func:`scale_by_dion`.
+      rank_multiple_of: static int ≥ 1; the rank is rounded up to a multiple of it, capped at min(fan_in, fan_out);
+        see :func:`scale_by_dion`.
       strict: raise, naming the leaf, for any ≥ 2-D leaf that would be read only from its name.
       fallback: extra path regexes of matrices to send to AdamW (a sequence, not a bare string).
       fallback_roles: roles sent to AdamW (default: embeddings and the output head, as :func:`normopt.muon`).
@@ -260,6 +292,8 @@ def dion(
       Ahn et al., `Dion: Distributed Orthonormalized Updates <https://arxiv.org/abs/2504.05295>`_, 2025.
     """
     owner = "dion"
+    _check_static_int("power_iters", power_iters, owner)
+    _check_static_int("rank_multiple_of", rank_multiple_of, owner)
     check_range("weight_decay", weight_decay, 0, owner=owner)
     check_range("adam_b1", adam_b1, 0, 1, hi_open=True, owner=owner)
     check_range("adam_b2", adam_b2, 0, 1, hi_open=True, owner=owner)
@@ -267,7 +301,16 @@ def dion(
     check_range("adam_weight_decay", adam_weight_decay, 0, owner=owner)
     layouts.check_spec(layout)
     reader = partition.matrix_reader(layout, strict, fallback, fallback_roles, owner)
-    scaled = scale_by_dion(rank=rank, beta=beta, scale=scale, layout=layout, seed=seed, mu_dtype=mu_dtype)
+    scaled = scale_by_dion(
+        rank=rank,
+        beta=beta,
+        scale=scale,
+        layout=layout,
+        seed=seed,
+        mu_dtype=mu_dtype,
+        power_iters=power_iters,
+        rank_multiple_of=rank_multiple_of,
+    )
 
     def rule(path, leaf):
         if reader(path, leaf) is None:

@@ -23,7 +23,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from normopt._numerics import check_float_leaves, check_range, safe_div
+from normopt._numerics import check_choice, check_float_leaves, check_range, safe_div
+
+EPS_PLACEMENTS = ("outside", "power", "inside")
+"""Where ``eps_placement`` puts the adaptive ε_t in FAdam's denominator (see :func:`scale_by_fadam`)."""
 
 
 class ScaleByFAdamState(NamedTuple):
@@ -44,7 +47,19 @@ def _clip_rms(x: jax.Array, clip: Any) -> jax.Array:
     return x / jnp.maximum(1.0, _rms(x) / clip)
 
 
-def _check(owner: str, b1: Any, b2: Any, eps: Any, clip: Any, p: Any, weight_decay: Any) -> None:
+def _denominator(fisher: jax.Array, eps_t: jax.Array, p: Any, placement: str) -> jax.Array:
+    """FAdam's denominator with the adaptive ε_t placed as ``placement`` (one of :data:`EPS_PLACEMENTS`)."""
+    if placement == "outside":
+        return fisher**p + eps_t
+    if placement == "power":
+        return fisher**p + eps_t ** (2 * p)
+    return (fisher + eps_t * eps_t) ** p
+
+
+def _check(
+    owner: str, b1: Any, b2: Any, eps: Any, clip: Any, p: Any, weight_decay: Any, eps_placement: Any = "outside"
+) -> None:
+    check_choice("eps_placement", eps_placement, EPS_PLACEMENTS, owner=owner)
     check_range("b1", b1, 0, 1, hi_open=True, owner=owner)
     check_range("b2", b2, 0, 1, hi_open=True, owner=owner)
     check_range("eps", eps, 0, owner=owner)  # ε = 0 is allowed: the divisions are guarded
@@ -71,6 +86,7 @@ def scale_by_fadam(
     p: Any = 0.5,
     weight_decay: Any = 0.0,
     mask: Any = None,
+    eps_placement: str = "outside",
 ) -> optax.GradientTransformation:
     """FAdam's direction m_t + λ·ḡ_w: Adam read as natural gradient under a diagonal empirical Fisher.
 
@@ -82,6 +98,21 @@ def scale_by_fadam(
 
     Divisions by f_t^p + ε_t = 0 (a leaf whose gradient is exactly 0 with ε = 0) give 0.
 
+    Where ε goes. Public implementations place the adaptive ε_t three ways, chosen by ``eps_placement``:
+
+    * ``"outside"`` (default): f_t^p + ε_t, with ε_t = ε·min(1, rms(g_t)): the author-endorsed implementation
+      (lessw2020/FAdam_PyTorch, whose steps are numbered by the paper's Algorithm 1 lines, "8 - adaptive
+      epsilon", "9 - compute natural gradient", in the commit "update adaptive epsilon per v3 paper algo") and
+      pytorch-optimizer's ``FAdam`` (kozistr, v3.0.1 on);
+    * ``"power"``: f_t^p + ε_t^{2p}: ε² taken on the Fisher's scale, then raised to p (the term the official code
+      leaves in a comment, ``# **(2*pval)``, and a later pytorch-optimizer revision uses); equal to ``"outside"``
+      for p = ½;
+    * ``"inside"``: (f_t + ε_t²)^p: ε inside the root (optax's ``eps_root`` convention); for p = ½ it differs
+      from ``"outside"`` by at most ε_t per entry.
+
+    ``"outside"`` is what the official implementation takes Algorithm 1 (arXiv:2405.12807 v3, lines 8-9) to say;
+    the paper's own text was not available to check when this option was added, so the default is unchanged.
+
     Args:
       b1: momentum decay β₁ ∈ [0, 1) of the natural gradient.
       b2: decay β₂ ∈ [0, 1) of the Fisher estimate.
@@ -91,6 +122,8 @@ def scale_by_fadam(
       weight_decay: λ ≥ 0 of the Fisher-preconditioned weight decay; a literal 0 needs no ``params``.
       mask: optax-style mask (a pytree of bools, a prefix of the params, or a callable of the params) of the leaves
         that decay; None: all.
+      eps_placement: static; where ε_t enters the denominator: ``"outside"`` (default) f_t^p + ε_t, ``"power"``
+        f_t^p + ε_t^{2p}, ``"inside"`` (f_t + ε_t²)^p (see above).
 
     All numeric arguments may be traced hyperparameters (``optax.inject_hyperparams``).
 
@@ -105,12 +138,13 @@ def scale_by_fadam(
       >>> u, _ = tx.update(g, tx.init(g))
       >>> u.round(4)  # the first step is sign(g)
       Array([ 1., -1.], dtype=float32)
+      >>> tx = normopt.scale_by_fadam(eps_placement="inside")  # (f_t + ε_t²)^p
 
     References:
       Hwang, `FAdam: Adam is a natural gradient optimizer using diagonal empirical Fisher information
       <https://arxiv.org/abs/2405.12807>`_, 2024 (Algorithm 1).
     """
-    _check("scale_by_fadam", b1, b2, eps, clip, p, weight_decay)
+    _check("scale_by_fadam", b1, b2, eps, clip, p, weight_decay, eps_placement)
     decay = not (isinstance(weight_decay, (int, float)) and weight_decay == 0)
 
     def init_fn(params):
@@ -124,7 +158,9 @@ def scale_by_fadam(
         count = optax.safe_increment(state.count)
         nu = optax.tree.update_moment_per_elem_norm(updates, state.nu, b2, 2)
         fisher = optax.tree.bias_correction(nu, b2, count)
-        denom = jax.tree.map(lambda f, g: f**p + eps * jnp.minimum(1.0, _rms(g)), fisher, updates)
+        denom = jax.tree.map(
+            lambda f, g: _denominator(f, eps * jnp.minimum(1.0, _rms(g)), p, eps_placement), fisher, updates
+        )
         natural = jax.tree.map(lambda g, d: _clip_rms(safe_div(g, d), clip), updates, denom)
         mu = optax.tree.update_moment(natural, state.mu, b1, 1)
         direction = mu
@@ -160,6 +196,7 @@ def fadam(
     p: Any = 0.5,
     weight_decay: Any = 0.0,
     mask: Any = None,
+    eps_placement: str = "outside",
 ) -> optax.GradientTransformation:
     """FAdam: Adam as natural gradient descent with a diagonal empirical Fisher, θ ← θ − η·(m_t + λ·ḡ_w).
 
@@ -170,6 +207,8 @@ def fadam(
     Args:
       learning_rate: float or optax schedule η.
       b1, b2, eps, clip, p, weight_decay, mask: see :func:`scale_by_fadam`.
+      eps_placement: ``"outside"`` (default), ``"power"`` or ``"inside"``: where ε enters the denominator, see
+        :func:`scale_by_fadam`.
 
     Returns:
       An ``optax.GradientTransformation``.
@@ -185,8 +224,10 @@ def fadam(
       Hwang, `FAdam: Adam is a natural gradient optimizer using diagonal empirical Fisher information
       <https://arxiv.org/abs/2405.12807>`_, 2024.
     """
-    _check("fadam", b1, b2, eps, clip, p, weight_decay)
+    _check("fadam", b1, b2, eps, clip, p, weight_decay, eps_placement)
     return optax.chain(
-        scale_by_fadam(b1=b1, b2=b2, eps=eps, clip=clip, p=p, weight_decay=weight_decay, mask=mask),
+        scale_by_fadam(
+            b1=b1, b2=b2, eps=eps, clip=clip, p=p, weight_decay=weight_decay, mask=mask, eps_placement=eps_placement
+        ),
         optax.scale_by_learning_rate(learning_rate),
     )

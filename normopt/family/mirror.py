@@ -206,7 +206,8 @@ def mirror_step(mirror_map: MirrorMap) -> optax.GradientTransformation:
         x⁺ = ∇ψ*(∇ψ(x) + u),   returns x⁺ − x
 
     Put it last in a chain, after the learning rate (``u = −η·g``); momentum or any other transformation may come
-    before it. ``init`` checks concrete params against ψ's domain and names the offending leaf.
+    before it. A non-finite entry of ``u`` is returned as is (inf stays inf, NaN stays NaN), never mapped to a
+    finite step. ``init`` checks concrete params against ψ's domain and names the offending leaf.
 
     Args:
       mirror_map: a :class:`MirrorMap`.
@@ -238,10 +239,13 @@ def mirror_step(mirror_map: MirrorMap) -> optax.GradientTransformation:
     def update_fn(updates, state, params=None):
         if params is None:
             raise ValueError("mirror_step acts on the parameters: call update(updates, state, params) with params")
-        new = jax.tree.map(
-            lambda x, u: (mirror_map.to_primal(mirror_map.to_dual(x) + u) - x).astype(u.dtype), params, updates
-        )
-        return new, state
+        def step(x, u):
+            out = (mirror_map.to_primal(mirror_map.to_dual(x) + u) - x).astype(u.dtype)
+            # exp(−∞) = 0 and softmax would turn an infinite update into a finite step: keep it visible instead
+            # (docs/reliability.md, "NaN / inf propagate"); optax.apply_if_finite can then skip the step.
+            return jnp.where(jnp.isfinite(u), out, u)
+
+        return jax.tree.map(step, params, updates), state
 
     return optax.GradientTransformation(init_fn, update_fn)
 

@@ -64,7 +64,9 @@ def _precondition(
         size = math.prod(shape)
         block = hess[start : start + size, start : start + size]
         g = grad[start : start + size]
-        if len(shape) == 2:
+        if size == 0:  # an empty leaf has no curvature and gets the empty update (as dualize(empty) = empty)
+            out.append(g)
+        elif len(shape) == 2:
             m, n = shape
             a, b = _nearest_kronecker(block, m, n)
             root = jnp.sqrt(jnp.asarray(damping, hess.dtype))

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from normopt import norms as norms_lib
 from normopt._numerics import check_float_leaves, check_range
 
 
@@ -138,6 +139,40 @@ def project(projection: Callable[[Any], Any]) -> optax.GradientTransformation:
     return optax.GradientTransformation(optax.init_empty_state, update_fn)
 
 
+def _checked_projection(projection: Callable[[Any], Any]) -> optax.GradientTransformation:
+    """:func:`project` for normopt's ball and simplex projections: ``init`` rejects integer and boolean leaves (a
+    ``TypeError`` naming the leaf path), and a non-finite entry anywhere in x + u makes every entry of the result
+    NaN (these projections couple the whole tree: clipping or renormalizing inf would hide it as a finite step)."""
+
+    def guarded(tree):
+        out = projection(tree)
+        leaves = jax.tree.leaves(tree)
+        if not leaves:
+            return out
+        finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+        return jax.tree.map(lambda y: jnp.where(finite, y, jnp.full_like(y, jnp.nan)), out)
+
+    tx = project(guarded)
+
+    def init_fn(params):
+        check_float_leaves(params)  # a TypeError naming the leaf, not a silent (rounded) step
+        return tx.init(params)
+
+    return optax.GradientTransformation(init_fn, tx.update)
+
+
+def _l2_ball(tree: Any, radius: Any) -> Any:
+    """Π_{‖x‖₂ ≤ r}(tree) = tree·min(1, r/‖tree‖₂), with ‖·‖₂ of the whole tree taken after dividing by max|x|
+    (``normopt.norms``' ℓ2), so 1e±20 entries in fp32 neither overflow nor underflow."""
+    leaves = jax.tree.leaves(tree)
+    if not leaves:
+        return tree
+    per_leaf = jnp.stack([norms_lib._l2(x) for x in leaves])  # ‖tree‖ = ‖(‖leaf‖)_leaves‖, each scale-safe
+    total = norms_lib._l2(per_leaf)
+    factor = jnp.minimum(1.0, radius / total)  # ‖x‖ = 0: r/0 = inf, factor 1
+    return jax.tree.map(lambda x: (x * factor.astype(per_leaf.dtype)).astype(x.dtype), tree)
+
+
 def project_l2_ball(radius: Any = 1.0) -> optax.GradientTransformation:
     """Projection onto the ℓ2 ball of the whole parameter tree.
 
@@ -147,7 +182,9 @@ def project_l2_ball(radius: Any = 1.0) -> optax.GradientTransformation:
       radius: r > 0 (may be traced).
 
     Returns:
-      An ``optax.GradientTransformation`` (``optax.projections.projection_l2_ball`` through :func:`project`).
+      An ``optax.GradientTransformation`` (the projection through :func:`project`; the norm is computed after
+      dividing by max|x|, so it is scale-equivariant from 1e-30 to 1e30 in fp32). ``init`` raises a ``TypeError``
+      naming any integer or boolean leaf; a NaN/inf anywhere gives a NaN update.
 
     Example:
       >>> import optax, normopt
@@ -157,7 +194,7 @@ def project_l2_ball(radius: Any = 1.0) -> optax.GradientTransformation:
       Bertsekas, Nonlinear Programming, 1999, §2.3.
     """
     check_range("radius", radius, 0, lo_open=True, owner="project_l2_ball")
-    return project(lambda tree: optax.projections.projection_l2_ball(tree, radius))
+    return _checked_projection(lambda tree: _l2_ball(tree, radius))
 
 
 def project_linf_ball(radius: Any = 1.0) -> optax.GradientTransformation:
@@ -170,6 +207,7 @@ def project_linf_ball(radius: Any = 1.0) -> optax.GradientTransformation:
 
     Returns:
       An ``optax.GradientTransformation`` (``optax.projections.projection_linf_ball`` through :func:`project`).
+      ``init`` raises a ``TypeError`` naming any integer or boolean leaf; a NaN/inf anywhere gives a NaN update.
 
     Example:
       >>> import optax, normopt
@@ -179,7 +217,7 @@ def project_linf_ball(radius: Any = 1.0) -> optax.GradientTransformation:
       Bertsekas, Nonlinear Programming, 1999, §2.3.
     """
     check_range("radius", radius, 0, lo_open=True, owner="project_linf_ball")
-    return project(lambda tree: optax.projections.projection_linf_ball(tree, radius))
+    return _checked_projection(lambda tree: optax.projections.projection_linf_ball(tree, radius))
 
 
 def project_l1_ball(radius: Any = 1.0) -> optax.GradientTransformation:
@@ -192,6 +230,7 @@ def project_l1_ball(radius: Any = 1.0) -> optax.GradientTransformation:
 
     Returns:
       An ``optax.GradientTransformation`` (``optax.projections.projection_l1_ball`` through :func:`project`).
+      ``init`` raises a ``TypeError`` naming any integer or boolean leaf; a NaN/inf anywhere gives a NaN update.
 
     Example:
       >>> import optax, normopt
@@ -202,7 +241,7 @@ def project_l1_ball(radius: Any = 1.0) -> optax.GradientTransformation:
       dimensions <https://doi.org/10.1145/1390156.1390191>`_, ICML 2008.
     """
     check_range("radius", radius, 0, lo_open=True, owner="project_l1_ball")
-    return project(lambda tree: optax.projections.projection_l1_ball(tree, radius))
+    return _checked_projection(lambda tree: optax.projections.projection_l1_ball(tree, radius))
 
 
 def project_simplex(scale: Any = 1.0) -> optax.GradientTransformation:
@@ -215,6 +254,7 @@ def project_simplex(scale: Any = 1.0) -> optax.GradientTransformation:
 
     Returns:
       An ``optax.GradientTransformation`` (``optax.projections.projection_simplex`` through :func:`project`).
+      ``init`` raises a ``TypeError`` naming any integer or boolean leaf; a NaN/inf anywhere gives a NaN update.
 
     Example:
       >>> import optax, normopt
@@ -225,4 +265,4 @@ def project_simplex(scale: Any = 1.0) -> optax.GradientTransformation:
       dimensions <https://doi.org/10.1145/1390156.1390191>`_, ICML 2008.
     """
     check_range("scale", scale, 0, lo_open=True, owner="project_simplex")
-    return project(lambda tree: optax.projections.projection_simplex(tree, scale))
+    return _checked_projection(lambda tree: optax.projections.projection_simplex(tree, scale))

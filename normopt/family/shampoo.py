@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from normopt._numerics import check_float_leaves, check_range, compute_dtype, safe_div
+from normopt._numerics import check_choice, check_float_leaves, check_range, compute_dtype, safe_div
 from normopt._numerics import weight_decay as _weight_decay
 from normopt.dims import MatrixDims, to_matrices
 
@@ -43,7 +43,11 @@ class ShampooState(NamedTuple):
     right: optax.Updates  # per leaf shape=[*batch, fan_out, fan_out], same dtype: R; shape=() placeholder for < 2-D
 
 
-def inverse_root(matrix: jax.Array, p: int, eps: Any = 0.0) -> jax.Array:
+RIDGES = ("relative", "absolute")
+"""How Shampoo's ridge ε is read: ``"relative"`` ε·λ_max·I (normopt's default), ``"absolute"`` ε·I (the paper's)."""
+
+
+def inverse_root(matrix: jax.Array, p: int, eps: Any = 0.0, *, ridge: str = "relative") -> jax.Array:
     """Inverse p-th root of a symmetric PSD matrix, as a pseudo-inverse, by ``eigh``.
 
     For M = Q diag(w) Qᵀ (batched over leading axes)::
@@ -51,11 +55,13 @@ def inverse_root(matrix: jax.Array, p: int, eps: Any = 0.0) -> jax.Array:
         (M + ε·w_max·I)^{−1/p} = Q diag((w + ε·w_max)^{−1/p}) Qᵀ,
 
     with eigenvalues that are zero up to round-off (w ≤ w_max·n·machine-ε) mapped to 0, so M = 0 gives 0.
+    With ``ridge="absolute"`` the ridge is ε·I: (M + ε·I)^{−1/p} (the same cut-off applies to w + ε).
 
     Args:
       matrix: array of shape (..., n, n), symmetric positive semi-definite.
       p: the root (4 for Shampoo).
-      eps: relative ridge ε ≥ 0.
+      eps: ridge ε ≥ 0, relative to w_max (default) or absolute.
+      ridge: ``"relative"`` (ε·w_max·I) or ``"absolute"`` (ε·I).
 
     Returns:
       The array (..., n, n) of the same dtype.
@@ -71,22 +77,26 @@ def inverse_root(matrix: jax.Array, p: int, eps: Any = 0.0) -> jax.Array:
       Gupta, Koren & Singer, `Shampoo: preconditioned stochastic tensor optimization
       <https://arxiv.org/abs/1802.09568>`_, ICML 2018.
     """
+    check_choice("ridge", ridge, RIDGES, owner="inverse_root")
     w, q = jnp.linalg.eigh(matrix)
     w = jnp.maximum(w, 0.0)
     w_max = jnp.max(w, axis=-1, keepdims=True)
     cutoff = w_max * matrix.shape[-1] * jnp.finfo(matrix.dtype).eps
-    w = w + eps * w_max
+    w = w + (eps * w_max if ridge == "relative" else eps)
     keep = (w > cutoff) & (w > 0)
     w_inv = jnp.where(keep, jnp.where(keep, w, 1.0) ** (-1.0 / p), 0.0)
     return (q * w_inv[..., None, :]) @ jnp.swapaxes(q, -1, -2)
 
 
-def _diagonal_step(g: jax.Array, h: jax.Array, eps: Any) -> jax.Array:
-    """(h + ε·max h)^{−1/2} ⊙ g, the 1-D analogue of the inverse root (0 where h + ε·max h = 0)."""
-    return safe_div(g, jnp.sqrt(h + eps * jnp.max(h, initial=0.0))).astype(g.dtype)
+def _diagonal_step(g: jax.Array, h: jax.Array, eps: Any, ridge: str = "relative") -> jax.Array:
+    """(h + ε·max h)^{−1/2} ⊙ g (``ridge="absolute"``: (h + ε)^{−1/2} ⊙ g), the 1-D analogue of the inverse root
+    (0 where the denominator is 0)."""
+    shift = eps * jnp.max(h, initial=0.0) if ridge == "relative" else eps
+    return safe_div(g, jnp.sqrt(h + shift)).astype(g.dtype)
 
 
-def _check(owner: str, beta: Any, eps: Any, dims: Any) -> None:
+def _check(owner: str, beta: Any, eps: Any, dims: Any, ridge: Any = "relative") -> None:
+    check_choice("ridge", ridge, RIDGES, owner=owner)
     check_range("beta", beta, 0, 1, owner=owner)  # β = 1 is Shampoo's sum, β = 0 spectral descent
     check_range("eps", eps, 0, owner=owner)  # ε = 0 is allowed: pseudo-inverse roots
     if dims is not None and not isinstance(dims, MatrixDims):
@@ -94,7 +104,7 @@ def _check(owner: str, beta: Any, eps: Any, dims: Any) -> None:
 
 
 def scale_by_shampoo(
-    *, beta: Any = 1.0, eps: Any = 1e-6, dims: MatrixDims | None = None
+    *, beta: Any = 1.0, eps: Any = 1e-6, dims: MatrixDims | None = None, ridge: str = "relative"
 ) -> optax.GradientTransformation:
     """Shampoo's preconditioned direction u = L^{−1/4} G R^{−1/4} for every matrix.
 
@@ -108,8 +118,11 @@ def scale_by_shampoo(
     Args:
       beta: accumulation factor β ∈ [0, 1] of the Kronecker factors: 1 sums (Gupta et al.), 0 keeps only the
         current gradient (spectral descent). May be a traced hyperparameter.
-      eps: relative ridge ε ≥ 0: each factor's root is taken of M + ε·λ_max(M)·I.
+      eps: ridge ε ≥ 0: each factor's root is taken of M + ε·λ_max(M)·I (``ridge="absolute"``: M + ε·I).
       dims: how ≥ 2-D leaves are read as ``[*batch, fan_in, fan_out]`` (default: the last two axes).
+      ridge: static; ``"relative"`` (default) ε·λ_max(M)·I, which makes the update independent of the gradient's
+        scale, or ``"absolute"`` ε·I, the paper's L_0 = ε·I_m, R_0 = ε·I_n (Algorithm 1 of Gupta et al.): with
+        β = 1, (ε·I + Σ G Gᵀ)^{−1/4} G (ε·I + Σ Gᵀ G)^{−1/4} exactly. Vectors use (h + ε)^{−1/2}.
 
     Returns:
       An ``optax.GradientTransformation`` with state :class:`ShampooState` (follow it with
@@ -123,13 +136,14 @@ def scale_by_shampoo(
       >>> u.round(4)  # U Vᵀ of g
       Array([[1., 0.],
              [0., 1.]], dtype=float32)
+      >>> tx = normopt.scale_by_shampoo(eps=1e-4, ridge="absolute")  # the paper's fixed ridge ε·I
 
     References:
       Gupta, Koren & Singer, `Shampoo: preconditioned stochastic tensor optimization
       <https://arxiv.org/abs/1802.09568>`_, ICML 2018; Bernstein & Newhouse, `Old optimizer, new norm: an anthology
       <https://arxiv.org/abs/2409.20325>`_, 2024 (β = 0 is spectral descent).
     """
-    _check("scale_by_shampoo", beta, eps, dims)
+    _check("scale_by_shampoo", beta, eps, dims, ridge)
 
     def init_fn(params):
         check_float_leaves(params)  # a TypeError naming the leaf, not a silent step
@@ -153,12 +167,12 @@ def scale_by_shampoo(
             return g, lft, rgt
         if g.ndim < 2:
             h = beta * lft + jnp.square(g.astype(lft.dtype))
-            return _diagonal_step(g, h, eps), h, rgt
+            return _diagonal_step(g, h, eps, ridge), h, rgt
         m, back = to_matrices(g.astype(lft.dtype), dims)
         mt = jnp.swapaxes(m, -1, -2)
         lft = beta * lft + m @ mt
         rgt = beta * rgt + mt @ m
-        u = inverse_root(lft, 4, eps) @ m @ inverse_root(rgt, 4, eps)
+        u = inverse_root(lft, 4, eps, ridge=ridge) @ m @ inverse_root(rgt, 4, eps, ridge=ridge)
         return back(u).astype(g.dtype), lft, rgt
 
     def update_fn(updates, state, params=None):
@@ -180,6 +194,7 @@ def shampoo(
     dims: MatrixDims | None = None,
     weight_decay: Any = 0.0,
     mask: Any = None,
+    ridge: str = "relative",
 ) -> optax.GradientTransformation:
     """Shampoo with decoupled weight decay: W ← W − η·(L^{−1/4} G R^{−1/4} + λ·W).
 
@@ -191,6 +206,7 @@ def shampoo(
       beta, eps, dims: see :func:`scale_by_shampoo`.
       weight_decay: decoupled weight decay λ ≥ 0.
       mask: optax-style mask of the leaves that decay (see ``optax.add_decayed_weights``).
+      ridge: ``"relative"`` (default) or ``"absolute"`` (the paper's ε·I); see :func:`scale_by_shampoo`.
 
     Returns:
       An ``optax.GradientTransformation``.
@@ -206,10 +222,10 @@ def shampoo(
       Gupta, Koren & Singer, `Shampoo: preconditioned stochastic tensor optimization
       <https://arxiv.org/abs/1802.09568>`_, ICML 2018.
     """
-    _check("shampoo", beta, eps, dims)
+    _check("shampoo", beta, eps, dims, ridge)
     check_range("weight_decay", weight_decay, 0, owner="shampoo")
     return optax.chain(
-        scale_by_shampoo(beta=beta, eps=eps, dims=dims),
+        scale_by_shampoo(beta=beta, eps=eps, dims=dims, ridge=ridge),
         _weight_decay(weight_decay, mask),
         optax.scale_by_learning_rate(learning_rate),
     )
