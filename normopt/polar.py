@@ -294,14 +294,23 @@ def _tightened(x: jax.Array, safety: jax.Array) -> tuple[jax.Array, jax.Array, j
     return alpha * x, alpha**2 * a, alpha**4 * a2
 
 
+def _combine(*terms: ArrayLike) -> jax.Array:
+    """Σᵢ cᵢ·Mᵢ for ``terms = (c₁, M₁, c₂, M₂, ...)``, computed in the coefficients' ≥ fp32 dtype and stored in
+    M₁'s dtype (PyTorch's "opmath" for bf16: coefficients are not rounded to bf16, only the result is)."""
+    dtype = terms[1].dtype
+    acc_dtype = jnp.promote_types(jnp.result_type(*terms[::2]), jnp.float32)
+    acc = sum(c * m.astype(acc_dtype) for c, m in zip(terms[::2], terms[1::2], strict=True))
+    return acc.astype(dtype)
+
+
 def _newton_schulz(x: jax.Array, table: jax.Array, safety: jax.Array, tighten: bool) -> jax.Array:
     """Standard iteration, 3 products per step (two of them symmetric): X ← aX + (bA + cA²)X, A = X Xᵀ."""
 
     def step(x, abc, a=None, a2=None):
         if a is None:
             a = _gram(x)
-        ca2 = _sym_matmul(abc[2] * a, a) if a2 is None else abc[2] * a2  # (c·A)·A: optax's rounding order
-        return abc[0] * x + (abc[1] * a + ca2) @ x
+        ca2 = _sym_matmul(_combine(abc[2], a), a) if a2 is None else _combine(abc[2], a2)  # (c·A)·A: optax's order
+        return _combine(abc[0], x, 1.0, _combine(abc[1], a, 1.0, ca2) @ x)
 
     if tighten:
         x, a, a2 = _tightened(x, safety)
@@ -356,7 +365,10 @@ def _orthogonalize(x, table, scale, eps, *, kind: str, compute_dtype: str, tight
     if tall:  # work on the short side: A = X Xᵀ is the smaller Gram matrix
         x = jnp.swapaxes(x, -1, -2)
     scale = jnp.asarray(scale, acc)
-    table = table.astype(compute_dtype)
+    # The standard iteration keeps its coefficients in ≥ fp32 (bf16 would run Jordan's 3.4445 as 3.4375, and a
+    # bf16 result 2–3× further from fp32's). Gram-NS, precision-fragile, diverged in bf16 on square inputs with fp32
+    # coefficients (σ_max 17 vs 1.9 on 64×64 Gaussians), so it keeps the compute-dtype arithmetic it was tuned with.
+    table = table.astype(acc if kind == "ns" else compute_dtype)
 
     def iterate(x):
         x = (x / (scale * jnp.linalg.norm(x, axis=(-2, -1), keepdims=True) + eps)).astype(compute_dtype)

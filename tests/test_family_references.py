@@ -8,9 +8,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import references as ref
 
 import normopt
-import references as ref
 
 
 def _max_rel(a, b) -> float:
@@ -59,7 +59,7 @@ def test_dion_rank_rounding_is_capped_and_int_ranks_round_too():
 
 
 # ------------------------------------------------------------------------------------------------ FAdam
-@pytest.mark.parametrize("p", [0.5, 1.0])
+@pytest.mark.parametrize("p", [0.5, 0.75, 1.0])
 @pytest.mark.parametrize("placement", ["outside", "power", "inside"])
 def test_fadam_eps_placement_matches_algorithm_1(placement, p):
     rng = np.random.default_rng(1)
@@ -70,10 +70,8 @@ def test_fadam_eps_placement_matches_algorithm_1(placement, p):
     expected = ref.fadam(grads, **kw, placement=placement)
     for u, e in zip(updates, expected, strict=True):
         assert _max_rel(u, e) < 1e-5
-    others = {"outside", "power", "inside"} - {placement}
-    if p == 0.5:
-        others -= {"outside", "power"}  # ε_t^{2p} = ε_t for p = ½
-    for other in others:
+    same = {0.5: {"outside", "power"}, 1.0: {"power", "inside"}}.get(p, set())  # ε^{2p} = ε; (f + ε²)¹ = f + ε²
+    for other in {"outside", "power", "inside"} - {placement} - (same if placement in same else set()):
         assert _max_rel(expected[-1], ref.fadam(grads, **kw, placement=other)[-1]) > 1e-3
 
 
@@ -117,3 +115,77 @@ def test_project_l2_ball_is_scale_equivariant_in_fp32(scale):
     out, _ = tx.update(jax.tree.map(lambda v: jnp.asarray(v * scale, jnp.float32), u), tx.init(x), x)
     got = np.concatenate([np.asarray(out["a"], np.float64), np.asarray(out["b"], np.float64).ravel()]) / scale
     assert _max_rel(got, ref.project_l2_ball(flat, 0.5)) < 1e-6
+
+
+# ------------------------------------------------------------------------------------------------ robustness
+PROJECTIONS = {
+    "l2": normopt.project_l2_ball,
+    "linf": normopt.project_linf_ball,
+    "l1": normopt.project_l1_ball,
+    "simplex": normopt.project_simplex,
+}
+
+
+@pytest.mark.parametrize("name", sorted(PROJECTIONS))
+@pytest.mark.parametrize("dtype", [jnp.int32, jnp.bool_])
+def test_projections_reject_integer_and_boolean_leaves_naming_the_path(name, dtype):
+    tx = PROJECTIONS[name]()
+    with pytest.raises(TypeError, match="layer/steps"):
+        tx.init({"layer": {"steps": jnp.ones(3, dtype)}, "w": jnp.ones(3)})
+
+
+@pytest.mark.parametrize("bad", [jnp.inf, -jnp.inf, jnp.nan])
+@pytest.mark.parametrize(
+    "make, x",
+    [
+        (lambda: normopt.mirror_descent(0.1, mirror_map="entropy"), jnp.asarray([0.5, 1.0, 2.0])),
+        (lambda: normopt.mirror_descent(0.1, mirror_map=normopt.mirror.p_norm(1.5)), jnp.asarray([0.5, -1.0, 2.0])),
+        (lambda: normopt.exponentiated_gradient(0.1), jnp.asarray([0.2, 0.3, 0.5])),
+        (lambda: normopt.project_linf_ball(1.0), jnp.asarray([0.2, -0.3, 0.5])),
+        (lambda: normopt.project_simplex(), jnp.asarray([0.2, 0.3, 0.5])),
+        (lambda: normopt.project_l2_ball(1.0), jnp.asarray([0.2, -0.3, 0.5])),
+        (lambda: normopt.project_l1_ball(1.0), jnp.asarray([0.2, -0.3, 0.5])),
+    ],
+)
+def test_a_non_finite_gradient_gives_a_non_finite_update(make, x, bad):
+    tx = make()
+    g = jnp.asarray([0.1, bad, -0.2])
+    u, _ = tx.update(g, tx.init(x), x)
+    assert not np.all(np.isfinite(np.asarray(u)))
+    good, _ = tx.update(jnp.asarray([0.1, 0.3, -0.2]), tx.init(x), x)
+    assert np.all(np.isfinite(np.asarray(good)))
+
+
+def test_newton_kronecker_gives_an_empty_leaf_an_empty_update():
+    params = {"w": jnp.asarray([[1.0, 2.0], [0.5, -1.0]]), "empty": jnp.zeros((0, 3))}
+    loss = lambda p: jnp.sum(p["w"] ** 2) + jnp.sum(p["w"]) + jnp.sum(p["empty"])
+    tx = normopt.newton(structure="kronecker", linesearch=None)
+    g = jax.grad(loss)(params)
+    u, _ = tx.update(g, tx.init(params), params, value_fn=loss)
+    assert u["empty"].shape == (0, 3)
+    np.testing.assert_allclose(u["w"], -(params["w"] + 0.5), rtol=1e-5)  # one Newton step solves the quadratic
+
+
+# ------------------------------------------------------------------------------------------------ arguments
+@pytest.mark.parametrize("factory", [normopt.scale_by_dion, lambda **kw: normopt.dion(0.1, **kw)])
+@pytest.mark.parametrize("name", ["power_iters", "rank_multiple_of"])
+def test_dion_static_int_options_are_validated(factory, name):
+    for bad, error in ((0, ValueError), (1.5, TypeError), (True, TypeError)):
+        with pytest.raises(error, match=name):
+            factory(**{name: bad})
+    with pytest.raises(TypeError, match="static_args"):
+        factory(**{name: jnp.asarray(2)})
+
+
+@pytest.mark.parametrize(
+    "factory, name",
+    [
+        (normopt.scale_by_fadam, "eps_placement"),
+        (lambda **kw: normopt.fadam(0.1, **kw), "eps_placement"),
+        (normopt.scale_by_shampoo, "ridge"),
+        (lambda **kw: normopt.shampoo(0.1, **kw), "ridge"),
+    ],
+)
+def test_string_options_list_the_valid_values(factory, name):
+    with pytest.raises(ValueError, match=name):
+        factory(**{name: "nowhere"})

@@ -66,7 +66,10 @@ def _check_rank(rank: Any, owner: str) -> None:
 
 
 def _check_static_int(name: str, value: Any, owner: str) -> None:
-    """A static Python int ≥ 1 (``power_iters``, ``rank_multiple_of``): they set shapes or loop counts."""
+    """None (= 1) or a static Python int ≥ 1 (``power_iters``, ``rank_multiple_of``): they set shapes or loop
+    counts. The default None, not 1, keeps ``optax.inject_hyperparams`` from tracing them."""
+    if value is None:
+        return
     check_static(name, value, owner=owner)
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{owner}: {name} must be a static int >= 1, got {value!r}")
@@ -107,8 +110,8 @@ def scale_by_dion(
     layout: layouts.LayoutSpec = None,
     seed: int = 0,
     mu_dtype: Any | None = None,
-    power_iters: int = 1,
-    rank_multiple_of: int = 1,
+    power_iters: int | None = None,
+    rank_multiple_of: int | None = None,
 ) -> optax.GradientTransformation:
     """Dion's direction ``c·P Qᵀ`` for every leaf, each read as a stack of matrices.
 
@@ -131,10 +134,10 @@ def scale_by_dion(
       layout: how each leaf is read (:data:`normopt.layouts.LayoutSpec`), e.g. ``normopt.layouts.nnx(model)``.
       seed: seed of the Gaussian initial Q.
       mu_dtype: dtype of the momentum buffer (default: the params' dtype).
-      power_iters: static int k ≥ 1, power-iteration steps per update (default 1, the paper's Algorithm 1; the
-        reference's ``power_iters``). Each extra step costs two more thin products and a QR. Under
+      power_iters: static int k ≥ 1, power-iteration steps per update (default None: 1, the paper's Algorithm 1;
+        the reference's ``power_iters``). Each extra step costs two more thin products and a QR. Under
         ``optax.inject_hyperparams`` list it in ``static_args``.
-      rank_multiple_of: static int ≥ 1; the rank is rounded up to a multiple of it, then capped at
+      rank_multiple_of: static int ≥ 1 (default None: 1); the rank is rounded up to a multiple of it, then capped at
         min(fan_in, fan_out) (the reference's ``rank_multiple_of``: r = k·⌈r/k⌉, r = min(r, m, n)). Under
         ``optax.inject_hyperparams`` list it in ``static_args``.
 
@@ -158,6 +161,8 @@ def scale_by_dion(
     _check_rank(rank, owner)
     _check_static_int("power_iters", power_iters, owner)
     _check_static_int("rank_multiple_of", rank_multiple_of, owner)
+    power_iters = 1 if power_iters is None else power_iters
+    rank_multiple_of = 1 if rank_multiple_of is None else rank_multiple_of
     check_range("beta", beta, 0, 1, hi_open=True, owner=owner)
     check_choice("scale", scale, norms_lib.SCALE_RULES, owner=owner)
     if not is_traced(seed) and (isinstance(seed, bool) or not isinstance(seed, int)):
@@ -238,8 +243,8 @@ def dion(
     scale: str = "spectral",
     seed: int = 0,
     mu_dtype: Any | None = None,
-    power_iters: int = 1,
-    rank_multiple_of: int = 1,
+    power_iters: int | None = None,
+    rank_multiple_of: int | None = None,
     layout: layouts.LayoutSpec = None,
     strict: bool = False,
     fallback: Sequence[str] = (),
@@ -267,9 +272,9 @@ def dion(
       mask: optax-style mask (a pytree of bools or a callable of the params) of the matrices that decay.
       scale: shape rule c in :data:`normopt.norms.SCALE_RULES` (default √(fan_out/fan_in)).
       seed, mu_dtype, layout: see :func:`scale_by_dion`; ``mu_dtype`` also sets the dtype of the AdamW moments.
-      power_iters: static int ≥ 1, power-iteration steps per update (default 1); see :func:`scale_by_dion`.
-      rank_multiple_of: static int ≥ 1; the rank is rounded up to a multiple of it, capped at min(fan_in, fan_out);
-        see :func:`scale_by_dion`.
+      power_iters: static int ≥ 1, power-iteration steps per update (default None: 1); see :func:`scale_by_dion`.
+      rank_multiple_of: static int ≥ 1 (default None: 1); the rank is rounded up to a multiple of it, capped at
+        min(fan_in, fan_out); see :func:`scale_by_dion`.
       strict: raise, naming the leaf, for any ≥ 2-D leaf that would be read only from its name.
       fallback: extra path regexes of matrices to send to AdamW (a sequence, not a bare string).
       fallback_roles: roles sent to AdamW (default: embeddings and the output head, as :func:`normopt.muon`).
@@ -283,6 +288,7 @@ def dion(
     Example:
       >>> import jax.numpy as jnp, normopt, optax
       >>> opt = normopt.dion(0.02, rank=0.5)
+      >>> opt_ref = normopt.dion(0.02, rank=0.25, rank_multiple_of=8, power_iters=2)  # the reference's options
       >>> params = {"kernel": jnp.ones((8, 4)), "bias": jnp.zeros(4)}
       >>> state = opt.init(params)
       >>> updates, state = opt.update(params, state, params)

@@ -239,6 +239,7 @@ def mirror_step(mirror_map: MirrorMap) -> optax.GradientTransformation:
     def update_fn(updates, state, params=None):
         if params is None:
             raise ValueError("mirror_step acts on the parameters: call update(updates, state, params) with params")
+
         def step(x, u):
             out = (mirror_map.to_primal(mirror_map.to_dual(x) + u) - x).astype(u.dtype)
             # exp(−∞) = 0 and softmax would turn an infinite update into a finite step: keep it visible instead
