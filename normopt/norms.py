@@ -354,10 +354,12 @@ class Sign(MatrixNorm):
         return jnp.max(jnp.abs(m.astype(_compute_dtype(m))), axis=(-2, -1), initial=0.0) / self.scale(*m.shape[-2:])
 
     def _slice_dual(self, m):
-        return jnp.sum(jnp.abs(m.astype(_compute_dtype(m))), axis=(-2, -1)) * self.scale(*m.shape[-2:])
+        y, s = _prescale(m, axis=(-2, -1))  # Σ|g| of 1e30 entries would overflow fp32
+        return s[..., 0, 0] * jnp.sum(jnp.abs(y), axis=(-2, -1)) * self.scale(*m.shape[-2:])
 
     def _slice_dualize(self, m):
-        return jnp.sign(m) * self.scale(*m.shape[-2:])
+        unit = jnp.where(jnp.isfinite(m), jnp.sign(m), jnp.nan)  # sign(±inf) = ±1 would hide a broken gradient
+        return unit * self.scale(*m.shape[-2:])
 
 
 @dataclasses.dataclass(frozen=True)

@@ -95,16 +95,23 @@ COEFFICIENTS: dict[str, np.ndarray] = {
     "newton_schulz_quintic": np.array([(15 / 8, -10 / 8, 3 / 8)]),
 }
 COEFFICIENTS["gram_newton_schulz"] = COEFFICIENTS["polar_express"]
+# The authors' iteration as published (Amsel et al. 2025, Alg. 1 and its code): the same table on X₀ = G/(1.01·‖G‖_F),
+# without normopt's Schatten-8 tightening or its switch to Gram-NS for non-square inputs.
+COEFFICIENTS["polar_express_reference"] = COEFFICIENTS["polar_express"]
 METHODS = (*COEFFICIENTS, "svd")
 # Input is divided by s·‖X‖_F; s > 1 only for the Polar Express family (REFERENCES §2).
 _INPUT_SAFETY = {
     "polar_express": POLAR_EXPRESS_SAFETY,
     "gram_newton_schulz": POLAR_EXPRESS_SAFETY,
+    "polar_express_reference": POLAR_EXPRESS_SAFETY,
 }
+# The methods whose input is rescaled by its Schatten-8 norm (a tighter bound on σ_max than ‖X‖_F).
+_TIGHTENED = {"polar_express", "gram_newton_schulz"}
 # Tables that may be repeated past their length: single-row schedules, and Polar Express (last row = Padé).
 _REPEATABLE = {
     "polar_express",
     "gram_newton_schulz",
+    "polar_express_reference",
     "jordan",
     "newton_schulz",
     "newton_schulz_quintic",
@@ -205,6 +212,7 @@ def polar_express_coefficients(
     safety: float = 1.01,
     degree: int = 5,
     cushion: float = 0.02407327424182761,
+    safety_in_recursion: bool = False,
 ) -> np.ndarray:
     """Polar Express schedule (Amsel et al. 2025, arXiv:2505.16932, Alg. 1 and App. G), shape (steps, 3).
 
@@ -221,6 +229,9 @@ def polar_express_coefficients(
       safety: s ≥ 1, the factor by which σ may overshoot 1 (round-off) without harm; 1 for the published table.
       degree: 5 (quintic rows (a, b, c)) or 3 (cubic rows (a, b, 0)).
       cushion: lower bound on the interval each step is optimal for, relative to its upper end.
+      safety_in_recursion: apply the safety factor to each row *before* the next interval is computed (ℓ ← p(ℓ/s)),
+        as the authors' generator does (and the tables of modded-nanogpt and ``pytorch-optimizer``); the default
+        builds the schedule without it and scales the rows afterwards (≈1.4 % apart at ``safety=1.01``).
 
     Returns:
       A float64 numpy array of shape (steps, 3), usable as ``method`` of :func:`orthogonalize`.
@@ -251,13 +262,17 @@ def polar_express_coefficients(
         raise ValueError(f"Need 0 < lower < 1, safety >= 1, steps >= 1; got {lower=}, {safety=}, {steps=}.")
     lo, hi = float(lower), 1.0
     rows = []
-    for _ in range(steps):
+    odd = 2 * np.arange((degree + 1) // 2) + 1
+    for t in range(steps):
         coef, p_hi = _optimal_odd_polynomial(max(lo, cushion * hi), hi, degree)
-        p_lo = sum(c * lo ** (2 * j + 1) for j, c in enumerate(coef))
-        coef, lo = coef * 2 / (p_lo + p_hi), p_lo * 2 / (p_lo + p_hi)  # recentre: new [ℓ, u] = [ℓ', 2 − ℓ']
+        p_lo = coef @ lo**odd
+        coef = coef * 2 / (p_lo + p_hi)  # recentre: p(ℓ) and p(u) symmetric around 1
+        if safety_in_recursion and t < steps - 1:
+            coef = coef / safety**odd
+        lo = coef @ lo**odd  # the new interval [ℓ', 2 − ℓ']
         hi = 2 - lo
         rows.append(np.pad(coef, (0, 3 - len(coef))))
-    return _with_safety(np.array(rows), safety)
+    return np.array(rows) if safety_in_recursion else _with_safety(np.array(rows), safety)
 
 
 # ----------------------------------------------------------------------------------------------------------- JAX
@@ -409,7 +424,9 @@ def orthogonalize(
       method: one of ``METHODS`` — ``"polar_express"`` (default; Gram-NS automatically when
         max(m, n)/min(m, n) ≥ ``GRAM_ASPECT_RATIO``), ``"jordan"``, ``"you"`` (``steps=6`` selects ``"you6"``),
         ``"newton_schulz"``, ``"newton_schulz_quintic"``, ``"gram_newton_schulz"`` (Polar Express polynomial),
-        ``"svd"`` (exact reference) — or a coefficient table of shape (steps, 3), applied with safety 1.
+        ``"polar_express_reference"`` (the authors' iteration exactly: X₀ = G/(1.01·‖G‖_F + eps), standard steps,
+        no Schatten-8 rescale, no Gram-NS switch), ``"svd"`` (exact reference) — or a coefficient table of shape
+        (steps, 3), applied with safety 1.
       steps: static Python int; ``None`` means ``default_steps(method)``. Polar Express and single-row tables
         repeat their last row; other tables allow at most their row count. Under ``optax.inject_hyperparams``
         pass it in ``static_args``.
@@ -474,7 +491,7 @@ def orthogonalize(
         kind = "gram" if gram else "ns"
     restarts = (2, 4) if compute_dtype == "bfloat16" else (2,)
     # Schatten-8 tightening only for the Polar Express family (designed for σ ∈ [ℓ, 1]); fp16 would underflow σ⁸.
-    tighten = name in _INPUT_SAFETY and compute_dtype != "float16"
+    tighten = name in _TIGHTENED and compute_dtype != "float16"
     return _orthogonalize(
         x,
         jnp.asarray(table),

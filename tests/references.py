@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-NORMS = ("l2", "rms", "linf", "l1", "spectral", "rms_to_rms", "l1_to_rms", "rms_to_linf")
+NORMS = ("l2", "rms", "linf", "l1", "spectral", "rms_to_rms", "l1_to_rms", "rms_to_linf", "sign")
 
 
 # ------------------------------------------------------------------------------------------------ input families
@@ -99,6 +99,8 @@ def closed_forms(name: str, g: np.ndarray, rtol: float = 1e-12) -> tuple[float, 
     if name == "rms_to_linf":
         cols = np.linalg.norm(g, axis=0)
         return np.sqrt(d_in) * cols.max(), cols.sum() / np.sqrt(d_in), g / (np.sqrt(d_in) * _safe(cols))[None, :]
+    if name == "sign":  # Scion's Sign LMO (output layers): the max-entry norm scaled by d_in
+        return d_in * np.abs(g).max(), np.abs(g).sum() / d_in, np.sign(g) / d_in
     raise KeyError(name)
 
 

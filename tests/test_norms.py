@@ -116,6 +116,8 @@ def _ball_samples(name, rng, k=3000, shape=(3, 2)):
     t = rng.standard_normal((k, *shape))
     if name == "linf":
         return np.sign(t)
+    if name == "sign":  # the max-entry ball of radius 1/d_in
+        return np.sign(t) / shape[0]
     if name == "l1_to_rms":
         return t / (np.linalg.norm(t, axis=2, keepdims=True) / np.sqrt(shape[1]))
     if name == "rms_to_linf":

@@ -130,3 +130,58 @@ def test_bf16_kernel_keeps_its_coefficients_in_fp32():
         low = normopt.orthogonalize(x, "jordan", compute_dtype="bfloat16")
         errors.append(float(jnp.linalg.norm(low - ref) / jnp.linalg.norm(ref)))
     assert np.mean(errors) < 0.025, errors
+
+
+def authors_polar_express(g: np.ndarray, steps: int = 5) -> np.ndarray:
+    """Amsel et al. 2025, Alg. 1 as published with its code: the ℓ = 1e-3 table (REFERENCES §2) with the 1.01 safety
+    on every row but the last, X₀ = G/(1.01·‖G‖_F + 1e-7) on the wide side, X ← aX + (bA + cA²)X (float64)."""
+    table = [
+        (8.28721201814563, -23.595886519098837, 17.300387312530933),
+        (4.107059111542203, -2.9478499167379106, 0.5448431082926601),
+        (3.9486908534822946, -2.908902115962949, 0.5518191394370137),
+        (3.3184196573706015, -2.488488024314874, 0.51004894012372),
+        (2.300652019954817, -1.6689039845747493, 0.4188073119525673),
+        (1.891301407787398, -1.2679958271945868, 0.37680408948524835),
+        (1.8750014808534479, -1.2500016453999487, 0.3750001645474248),
+        (1.875, -1.25, 0.375),
+    ]
+    table = [(a / 1.01, b / 1.01**3, c / 1.01**5) for a, b, c in table[:-1]] + table[-1:]
+    x = np.asarray(g, np.float64)
+    tall = x.shape[0] > x.shape[1]
+    x = x.T if tall else x
+    x = x / (np.linalg.norm(x) * 1.01 + 1e-7)
+    for a, b, c in (table + table[-1:] * steps)[:steps]:
+        s = x @ x.T
+        x = a * x + (b * s + c * s @ s) @ x
+    return x.T if tall else x
+
+
+def test_polar_express_reference_method_is_the_authors_iteration():
+    rng = np.random.default_rng(3)
+    for shape in [(32, 32), (24, 64), (80, 20)]:  # square, wide and tall (normopt's default switches to Gram-NS)
+        g = rng.standard_normal(shape)
+        want = authors_polar_express(g)
+        got = np.asarray(normopt.orthogonalize(jnp.asarray(g, jnp.float32), "polar_express_reference"), np.float64)
+        assert np.max(np.abs(got - want)) / np.max(np.abs(want)) < 5e-5, shape
+        default = np.asarray(normopt.orthogonalize(jnp.asarray(g, jnp.float32)), np.float64)
+        assert np.max(np.abs(default - want)) / np.max(np.abs(want)) > 1e-3  # the documented difference
+
+
+def test_generator_can_place_the_safety_factor_inside_the_recursion():
+    """The authors' generator divides each row by the safety factor before computing the next interval; the table
+    used by modded-nanogpt (5 steps, safety 1.02, cushion 0.02) is reproduced that way."""
+    published = np.array(
+        [
+            (8.156554524902461, -22.48329292557795, 15.878769915207462),
+            (4.042929935166739, -2.808917465908714, 0.5000178451051316),
+            (3.8916678022926607, -2.772484153217685, 0.5060648178503393),
+            (3.285753657755655, -2.3681294933425376, 0.46449024233003106),
+            (2.3465413258596377, -1.7097828382687081, 0.42323551169305323),
+        ]
+    )
+    table = normopt.polar.polar_express_coefficients(
+        steps=5, lower=1e-3, safety=1.02, cushion=0.02, safety_in_recursion=True
+    )
+    np.testing.assert_allclose(table, published, rtol=1e-10)
+    after = normopt.polar.polar_express_coefficients(steps=5, lower=1e-3, safety=1.02, cushion=0.02)
+    assert np.max(np.abs(after - published) / np.abs(published)) > 1e-3
