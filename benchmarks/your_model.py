@@ -686,7 +686,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     report["wall_s"] = time.perf_counter() - start
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "your_model.json").write_text(json.dumps(report, indent=1))
-    table = markdown(report)
+    (args.out / "your_model.md").write_text(document(report))
+    print(markdown(report))
+    return report
+
+
+def document(report: dict[str, Any]) -> str:
+    """The markdown file: command, date, machine, wall time, then :func:`markdown`."""
     header = [
         "# Your model: Equinox CNN and NNX stacked transformer",
         "",
@@ -695,10 +701,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"Machine: {report['machine']}  ",
         f"Wall time: {report['wall_s'] / 60:.1f} min",
         "",
+        "",
     ]
-    (args.out / "your_model.md").write_text("\n".join(header) + table + "\n")
-    print(table)
-    return report
+    return "\n".join(header) + markdown(report) + "\n"
 
 
 if __name__ == "__main__":

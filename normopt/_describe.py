@@ -129,7 +129,7 @@ def _notes(path: tuple[str, ...], shape: tuple[int, ...], lay: layouts.Layout) -
     size = lambda axes: int(jnp.prod(jnp.array([shape[a] for a in axes]))) if axes else 0
     if lay.fan_in and 1 in (size(lay.fan_in), size(lay.fan_out)):
         notes.append("a side of length 1: a vector read as a matrix?")
-    if len(shape) == 2 and _names.is_norm_scale(path):
+    if len(shape) == 2 and lay.source == LAST_RESORT and _names.is_norm_scale(path):
         notes.append("2-D leaf named like a norm scale: read as a stack of vectors?")
     if len(shape) >= 3 and lay.source == LAST_RESORT:
         notes.append("≥3-D leaf read only from its name: pass a layout from normopt.layouts")
