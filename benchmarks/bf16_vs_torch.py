@@ -7,7 +7,8 @@ round-off normopt's kernel picks up than the reference does. References, written
 * Jordan: KellerJordan/Muon ``zeropower_via_newtonschulz5`` — X = G.bfloat16(); X /= X.norm() + 1e-7; transpose if
   tall; 5 × {A = X Xᵀ; B = b·A + c·A A; X = a·X + B X} with (a, b, c) = (3.4445, −4.7750, 2.0315).
 * Polar Express: the authors' code — ``POLAR_EXPRESS_TABLE`` with safety 1.01 on all rows but the last
-  (a/1.01, b/1.01³, c/1.01⁵), X = G.bfloat16(), transpose if tall, X /= 1.01·‖X‖_F + 1e-7 (bf16 norm), first 5 rows, same update.
+  (a/1.01, b/1.01³, c/1.01⁵), X = G.bfloat16(), transpose if tall, X /= 1.01·‖X‖_F + 1e-7 (norm of the bf16 X,
+  as in their code), first 5 rows, same update.
 
 The fp32 reference is the same code in float32. normopt: ``orthogonalize(x, "jordan")``,
 ``orthogonalize(x, "polar_express_reference")`` and the default ``orthogonalize(x, "polar_express")``, each with
@@ -194,11 +195,11 @@ mean over seeds {SEEDS} of float32 Gaussian inputs (numpy `default_rng(seed).sta
 to both libraries), {STEPS} steps. "ratio" = normopt / torch (> 1: normopt's bf16 kernel strays further from its own
 fp32 result than the reference does). References: Jordan = KellerJordan/Muon `zeropower_via_newtonschulz5`
 (bf16 norm, no safety); PE torch = Polar Express authors' code (table with 1.01 safety on all rows but the last,
-X = G.bfloat16() / (1.01·‖X‖_F + 1e-7), norm of the bf16 X as in their code). normopt columns: `orthogonalize(x, "jordan")`,
-`orthogonalize(x, "polar_express_reference")`, default `orthogonalize(x, "polar_express")` (its ratio is against
-PE torch), each with `compute_dtype="bfloat16"` vs the fp32 default. The last three columns are a sanity check,
-‖normopt fp32 − torch fp32‖/‖torch fp32‖ (PE default against PE torch differs by design: Schatten-8 rescale,
-Gram-NS on the 1:4 shapes).
+X = G.bfloat16() / (1.01·‖X‖_F + 1e-7), norm of the bf16 X as in their code). normopt columns:
+`orthogonalize(x, "jordan")`, `orthogonalize(x, "polar_express_reference")`, default
+`orthogonalize(x, "polar_express")` (its ratio is against PE torch), each with `compute_dtype="bfloat16"` vs the
+fp32 default. The last three columns are a sanity check, ‖normopt fp32 − torch fp32‖/‖torch fp32‖ (PE default
+against PE torch differs by design: Schatten-8 rescale, Gram-NS on the 1:4 shapes).
 
 {table}
 """
