@@ -45,8 +45,20 @@ def first_match(patterns: Mapping[str, Any] | None, path: tuple[str, ...]) -> An
 
 
 def check_patterns(patterns: Any, argument: str) -> tuple[str, ...]:
-    """``patterns`` as a tuple of compiled-checked regexes; a bare string or non-string entry is a ``TypeError``
-    naming ``argument`` (a string would otherwise be read character by character)."""
+    """``patterns`` as a tuple of checked regexes; a bare string or non-string entry is a ``TypeError`` naming
+    ``argument`` (a string would otherwise be read character by character).
+
+    Args:
+      patterns: a sequence of path regexes.
+      argument: the argument's name, for error messages.
+
+    Returns:
+      The patterns as a tuple.
+
+    Raises:
+      TypeError: for a bare string or a non-string entry.
+      ValueError: for an invalid regular expression.
+    """
     if isinstance(patterns, (str, bytes)) or not isinstance(patterns, Sequence):
         raise TypeError(
             f"{argument} must be a sequence of path regexes, e.g. {argument}=({patterns!r},), got {patterns!r}"

@@ -48,7 +48,12 @@ from normopt.dims import matrix_layout, to_matrices
 
 
 class DionState(NamedTuple):
-    """State of :func:`scale_by_dion`: the momentum with error feedback and the right factor Q, per leaf."""
+    """State of :func:`scale_by_dion`: the momentum with error feedback and the right factor Q, per leaf.
+
+    Attributes:
+      momentum: M per leaf, like the params, stored in ``mu_dtype`` (default: the params').
+      q: the column-normalized right factor Q per leaf, shape ``[*batch, short side, r]``, float32.
+    """
 
     momentum: optax.Updates  # like the params, dtype mu_dtype (default: the params'): M, with error feedback
     q: optax.Updates  # per leaf shape=[*batch, short side, r], dtype=float32: the column-normalized right factor Q
@@ -271,15 +276,20 @@ def dion(
       weight_decay: decoupled weight decay λ ≥ 0 of the matrices.
       mask: optax-style mask (a pytree of bools or a callable of the params) of the matrices that decay.
       scale: shape rule c in :data:`normopt.norms.SCALE_RULES` (default √(fan_out/fan_in)).
-      seed, mu_dtype, layout: see :func:`scale_by_dion`; ``mu_dtype`` also sets the dtype of the AdamW moments.
+      seed: seed of the Gaussian initial Q (see :func:`scale_by_dion`).
+      mu_dtype: dtype the momentum and the AdamW moments are stored in (default: the params').
+      layout: how each leaf is read (:data:`normopt.layouts.LayoutSpec`), e.g. ``normopt.layouts.nnx(model)``.
       power_iters: static int ≥ 1, power-iteration steps per update (default None: 1); see :func:`scale_by_dion`.
       rank_multiple_of: static int ≥ 1 (default None: 1); the rank is rounded up to a multiple of it, capped at
         min(fan_in, fan_out); see :func:`scale_by_dion`.
       strict: raise, naming the leaf, for any ≥ 2-D leaf that would be read only from its name.
       fallback: extra path regexes of matrices to send to AdamW (a sequence, not a bare string).
       fallback_roles: roles sent to AdamW (default: embeddings and the output head, as :func:`normopt.muon`).
-      adam_learning_rate, adam_b1, adam_b2, adam_eps, adam_weight_decay: the AdamW fallback, as in
-        :func:`normopt.muon` (learning rate defaults to ``learning_rate``).
+      adam_learning_rate: AdamW's learning rate (default ``learning_rate``).
+      adam_b1: AdamW's β₁ ∈ [0, 1).
+      adam_b2: AdamW's β₂ ∈ [0, 1).
+      adam_eps: AdamW's ε > 0.
+      adam_weight_decay: AdamW's decoupled weight decay ≥ 0.
 
     Returns:
       A :class:`normopt.NormedTransformation` (an ``optax.GradientTransformationExtraArgs`` that

@@ -30,7 +30,13 @@ EPS_PLACEMENTS = ("outside", "power", "inside")
 
 
 class ScaleByFAdamState(NamedTuple):
-    """State of :func:`scale_by_fadam`."""
+    """State of :func:`scale_by_fadam`.
+
+    Attributes:
+      count: shape=(), int32: the number of updates so far.
+      mu: like the params: m_t, the EMA of clipped natural gradients (no bias correction).
+      nu: like the params: Adam's ν_t, the EMA of g² (no bias correction); f_t = ν_t/(1 − β₂ᵗ).
+    """
 
     count: jax.Array  # shape=(), dtype=int32: number of updates so far
     mu: optax.Updates  # like the params (shape and dtype): m_t, the EMA of clipped natural gradients (no bias corr.)
@@ -206,7 +212,13 @@ def fadam(
 
     Args:
       learning_rate: float or optax schedule η.
-      b1, b2, eps, clip, p, weight_decay, mask: see :func:`scale_by_fadam`.
+      b1: momentum decay β₁ ∈ [0, 1) of the natural gradient.
+      b2: decay β₂ ∈ [0, 1) of the Fisher estimate.
+      eps: ε ≥ 0, scaled per leaf by min(1, rms(g)).
+      clip: c > 0, the largest RMS of the natural gradient and of the weight-decay term.
+      p: the Fisher power p > 0 (½ as in Adam).
+      weight_decay: λ ≥ 0 of the Fisher-preconditioned weight decay.
+      mask: optax-style mask of the leaves that decay; None: all.
       eps_placement: ``"outside"`` (default), ``"power"`` or ``"inside"``: where ε enters the denominator, see
         :func:`scale_by_fadam`.
 

@@ -42,7 +42,9 @@ class MirrorMap:
 
     Attributes:
       name: printed in error messages.
-      potential, to_dual, to_primal: ψ, ∇ψ and ∇ψ* on one leaf.
+      potential: ψ on one leaf.
+      to_dual: ∇ψ on one leaf.
+      to_primal: ∇ψ* = (∇ψ)⁻¹ on one leaf.
       check: a domain check of a concrete (numpy) leaf.
 
     Example:

@@ -59,7 +59,11 @@ def soft_threshold(x: jax.Array, threshold: Any) -> jax.Array:
 
 
 class ProxL1State(NamedTuple):
-    """State of :func:`prox_l1`."""
+    """State of :func:`prox_l1`.
+
+    Attributes:
+      count: shape=(), int32: the number of updates so far (indexes a learning-rate schedule).
+    """
 
     count: jax.Array  # shape=(), dtype=int32: number of updates so far (indexes a learning-rate schedule)
 

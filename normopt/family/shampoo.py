@@ -36,7 +36,13 @@ from normopt.dims import MatrixDims, to_matrices
 
 
 class ShampooState(NamedTuple):
-    """State of :func:`scale_by_shampoo`: the Kronecker factors of each leaf."""
+    """State of :func:`scale_by_shampoo`: the Kronecker factors of each leaf.
+
+    Attributes:
+      left: L per leaf, shape ``[*batch, fan_in, fan_in]``, float32 (float64 for float64 leaves); for < 2-D leaves
+        the diagonal analogue h = Σ g², shaped like the leaf.
+      right: R per leaf, shape ``[*batch, fan_out, fan_out]``; a shape-() placeholder for < 2-D leaves.
+    """
 
     left: optax.Updates  # per leaf shape=[*batch, fan_in, fan_in], dtype=float32 (float64 for float64): L;
     # for < 2-D leaves shape=[*leaf shape]: h = Σ g² (the diagonal analogue)
@@ -203,7 +209,9 @@ def shampoo(
 
     Args:
       learning_rate: float or optax schedule η.
-      beta, eps, dims: see :func:`scale_by_shampoo`.
+      beta: accumulation factor β ∈ [0, 1] of the Kronecker factors (1 sums, 0 is spectral descent).
+      eps: ridge ε ≥ 0 (relative to λ_max unless ``ridge="absolute"``).
+      dims: how ≥ 2-D leaves are read as ``[*batch, fan_in, fan_out]`` (default: the last two axes).
       weight_decay: decoupled weight decay λ ≥ 0.
       mask: optax-style mask of the leaves that decay (see ``optax.add_decayed_weights``).
       ridge: ``"relative"`` (default) or ``"absolute"`` (the paper's ε·I); see :func:`scale_by_shampoo`.
