@@ -35,6 +35,11 @@ def random_like(tree, seed=0):
     return treedef.unflatten([jax.random.normal(k, x.shape, jnp.float32) for k, x in zip(keys, leaves, strict=True)])
 
 
+def zeros(tree):
+    """Zero arrays in place of the abstract leaves (``jax.ShapeDtypeStruct``) of ``tree``."""
+    return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype) if isinstance(s, jax.ShapeDtypeStruct) else s, tree)
+
+
 def slice_rms(u: np.ndarray, batch: tuple[int, ...]) -> np.ndarray:
     """RMS of each slice along the ``batch`` axes."""
     rest = tuple(a for a in range(u.ndim) if a not in batch)
@@ -45,7 +50,7 @@ def check_muon_step(params, layout):
     """Every Muon leaf's slices move by the predicted RMS; AdamW leaves (first step, β's ≠ 0) by ≈ η per entry."""
     tx = normopt.muon(LR, layout=layout, method="svd", beta=0.0, nesterov=False, strict=True)
     grads = random_like(params)
-    updates, _ = tx.update(grads, tx.init(params), params)
+    updates, _ = jax.jit(tx.update)(grads, tx.init(params), params)
     rows = {r["path"]: r for r in normopt.describe(params, tx, print_fn=None)}
     flat = jax.tree_util.tree_flatten_with_path(updates)[0]
     checked = 0
@@ -82,7 +87,7 @@ class EqxCNN(eqx.Module):
 
 
 def test_equinox_cnn_muon_step_matches_rms_to_rms():
-    model = EqxCNN(jax.random.key(0))
+    model = zeros(eqx.filter_eval_shape(EqxCNN, jax.random.key(0)))  # no eager initialization: fast
     layout = layouts.equinox(model, jnp.zeros((1, 8, 8)))
     params = eqx.filter(model, eqx.is_array)
     # By hand, Equinox's [out, in, kh, kw]: conv1 fan-in 1·3·3 = 9, fan-out 6; conv2 fan-in 6·9 = 54, fan-out 4.
@@ -124,9 +129,9 @@ class Stacked(nnx.Module):
 
 
 def test_nnx_stacked_transformer_muon_step_matches_rms_to_rms():
-    model = Stacked(3, nnx.Rngs(0))
+    model = nnx.eval_shape(lambda: Stacked(3, nnx.Rngs(0)))
     layout = layouts.nnx(model, jnp.zeros((2, 5), jnp.int32))
-    params = nnx.state(model, nnx.Param)
+    params = zeros(nnx.state(model, nnx.Param))
     # By hand: the stack axis 0 of every block parameter is a batch axis; up is [3, 8, 16].
     up = layout.lookup(("blocks", "up", "kernel"), (3, 8, 16))
     assert (up.fan_in, up.fan_out, up.batch) == ((1,), (2,), (0,))
@@ -330,7 +335,7 @@ class LinenCNN(nn.Module):
 def test_linen_cnn_with_custom_names_muon_step_matches_rms_to_rms():
     x = jnp.zeros((2, 6, 6, 3))
     layout = layouts.linen(LinenCNN(), x)
-    params = LinenCNN().init(jax.random.key(0), x)["params"]
+    params = zeros(jax.eval_shape(LinenCNN().init, jax.random.key(0), x)["params"])
     block2 = layout.lookup(("block2", "kernel"), (3, 3, 3, 6))  # [kh, kw, in, out]: fan-in 27, fan-out 6
     assert (block2.fan_in, block2.fan_out) == ((0, 1, 2), (3,))
     assert layout.lookup(("readout", "kernel"), (12, 10)).role == "head"
