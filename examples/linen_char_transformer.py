@@ -114,13 +114,19 @@ class CharTransformer(nn.Module):
         return nn.Dense(self.vocab, name="head")(nn.LayerNorm()(x))
 
 
-def make_optimizer(name: str, learning_rate: float, steps: int) -> optax.GradientTransformation:
-    """The optimizer called ``name``, with linear warm-up over 5 % of the steps and cosine decay."""
+def make_optimizer(
+    name: str, learning_rate: float, steps: int, layout: normopt.layouts.Layouts | None = None
+) -> optax.GradientTransformation:
+    """The optimizer called ``name``, with linear warm-up over 5 % of the steps and cosine decay.
+
+    ``layout`` (from :func:`normopt.layouts.linen`) tells the normopt optimizers how each parameter is read.
+    """
     schedule = optax.warmup_cosine_decay_schedule(0.0, learning_rate, max(1, steps // 20), steps)
-    if name == "muon":  # matrices: polar factor ×√(fan_out/fan_in); embeddings and vectors: AdamW at 3e-3
-        return normopt.muon(schedule, weight_decay=0.01, adam_learning_rate=optax.cosine_decay_schedule(3e-3, steps))
+    if name == "muon":  # matrices: polar factor ×√(fan_out/fan_in); embeddings, head and vectors: AdamW at 3e-3
+        adam_learning_rate = optax.cosine_decay_schedule(3e-3, steps)
+        return normopt.muon(schedule, weight_decay=0.01, adam_learning_rate=adam_learning_rate, layout=layout)
     if name == "scion":  # every parameter in its own norm: embeddings l1_to_rms, head rms_to_linf, vectors rms
-        return normopt.scion(schedule, head_radius=16.0)
+        return normopt.scion(schedule, layout=layout, head_radius=16.0)
     if name == "adamw":
         return optax.adamw(schedule, b2=0.99, weight_decay=0.01)
     raise ValueError(f"--optimizer must be one of muon, scion, adamw; got {name!r}")
@@ -162,8 +168,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     split = int(0.9 * len(data))
     train, val = data[:split], data[split:]
     model = CharTransformer(len(vocab), args.seq_len, args.d_model, args.layers, args.heads)
-    params = jax.jit(model.init)(jax.random.key(args.seed), jnp.zeros((1, args.seq_len), jnp.int32))  # 1 compile
-    tx = make_optimizer(args.optimizer, args.lr, args.steps)
+    x_example = jnp.zeros((1, args.seq_len), jnp.int32)
+    params = jax.jit(model.init)(jax.random.key(args.seed), x_example)  # 1 compile
+    layout = normopt.layouts.linen(model, x_example)  # each param read from the module that created it
+    tx = make_optimizer(args.optimizer, args.lr, args.steps, layout)
     if args.optimizer != "adamw":
         normopt.describe(params, tx)  # which norm, fan-in/fan-out and scale each parameter gets
 

@@ -1,8 +1,9 @@
 """Flax NNX training loop with normopt: an MLP on scikit-learn's digits, trained through ``nnx.Optimizer``.
 
 normopt optimizers are optax transformations, so they plug into ``nnx.Optimizer(model, tx, wrt=nnx.Param)``
-unchanged. The hidden kernels start from :func:`normopt.init.spectral` (‖W‖_{RMS→RMS} = 1), the geometry that
-Muon's ``scale="spectral"`` and Scion's ``rms_to_rms`` steps are measured in.
+unchanged; ``normopt.layouts.nnx(model, x_example)`` tells them how each parameter is read (fan-in, fan-out, role:
+the output head is the last ``Linear`` called). The hidden kernels start from :func:`normopt.init.spectral`
+(‖W‖_{RMS→RMS} = 1), the geometry that Muon's ``scale="spectral"`` and Scion's ``rms_to_rms`` steps are measured in.
 
     python examples/nnx_mlp.py                                  # normopt.muon, 300 steps
     python examples/nnx_mlp.py --optimizer scion --lr 0.05
@@ -39,13 +40,18 @@ class MLP(nnx.Module):
         return self.head(x)
 
 
-def make_optimizer(name: str, learning_rate: float, steps: int) -> optax.GradientTransformation:
-    """The optimizer called ``name``, with a cosine-decayed learning rate (an optax schedule)."""
+def make_optimizer(
+    name: str, learning_rate: float, steps: int, layout: normopt.layouts.Layouts | None = None
+) -> optax.GradientTransformation:
+    """The optimizer called ``name``, with a cosine-decayed learning rate (an optax schedule).
+
+    ``layout`` (from :func:`normopt.layouts.nnx`) tells the normopt optimizers how each parameter is read.
+    """
     schedule = optax.cosine_decay_schedule(learning_rate, steps)
-    if name == "muon":
-        return normopt.muon(schedule)  # matrices: momentum + polar factor ×√(fan_out/fan_in); vectors: AdamW
-    if name == "scion":
-        return normopt.scion(schedule, head_radius=8.0)  # per-role norms: rms_to_rms hidden, rms_to_linf head
+    if name == "muon":  # matrices: momentum + polar factor ×√(fan_out/fan_in); head and vectors: AdamW
+        return normopt.muon(schedule, layout=layout)
+    if name == "scion":  # per-role norms: rms_to_rms hidden, rms_to_linf head
+        return normopt.scion(schedule, layout=layout, head_radius=8.0)
     if name == "adamw":
         return optax.adamw(schedule, weight_decay=1e-4)
     raise ValueError(f"--optimizer must be one of muon, scion, adamw; got {name!r}")
@@ -87,7 +93,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
 
     (x_train, y_train), (x_test, y_test) = load(args.seed)
     model = nnx.jit(lambda: MLP(args.width, rngs=nnx.Rngs(args.seed)))()  # initialise in one compiled call
-    tx = make_optimizer(args.optimizer, args.lr, args.steps)
+    layout = normopt.layouts.nnx(model, x_train[:1])  # each Param read from its module; the head: last Linear called
+    tx = make_optimizer(args.optimizer, args.lr, args.steps, layout)
     optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
     if args.optimizer != "adamw":
         normopt.describe(nnx.state(model, nnx.Param), tx)  # which norm each parameter gets

@@ -42,6 +42,14 @@ def test_nnx_mlp_trains():  # Scion with NNX runs in the notebook test
 
 
 @pytest.mark.slow
+def test_equinox_cnn_trains():
+    result = _load("equinox_cnn").main(["--optimizer", "muon", "--lr", "0.05", "--steps", "30", "--batch", "64"])
+    assert math.isfinite(result["train_loss"])
+    assert result["train_loss"] < 0.7 * result["first_loss"], result
+    assert result["test_accuracy"] > 0.5, result  # ten classes: chance is 0.1
+
+
+@pytest.mark.slow
 def test_linen_char_transformer_trains_on_builtin_text():
     args = ["--d-model", "16", "--layers", "1", "--heads", "2", "--seq-len", "16", "--batch", "8"]
     result = _load("linen_char_transformer").main([*args, "--steps", "40", "--lr", "0.05"])
