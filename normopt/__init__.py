@@ -7,7 +7,7 @@ all come out of that one pipeline.
 
 from normopt import init, layouts, norms, partition, polar, sharding
 from normopt._describe import describe
-from normopt.alias import NormedTransformation, muon, normalized_sgd, scion, sign_sgd, steepest_descent
+from normopt.alias import NormedTransformation, muon, normalized_sgd, polargrad, scion, sign_sgd, steepest_descent
 from normopt.dims import MatrixDims
 from normopt.family import mirror, prox
 from normopt.family.dion import DionState, dion, scale_by_dion
@@ -68,6 +68,7 @@ __all__ = [
     "norms",
     "orthogonalize",
     "partition",
+    "polargrad",
     "polar",
     "scion",
     "sign_sgd",

@@ -141,7 +141,7 @@ def steepest_descent(
       >>> import jax.numpy as jnp, normopt
       >>> tx = normopt.steepest_descent(0.1, "linf")
       >>> g = {"w": jnp.array([0.5, -2.0])}
-      >>> tx.update(g, tx.init(g))[0]["w"].tolist()
+      >>> [round(float(u), 4) for u in tx.update(g, tx.init(g))[0]["w"]]
       [-0.1, 0.1]
 
     References:
@@ -185,7 +185,7 @@ def sign_sgd(
       >>> import jax.numpy as jnp, normopt
       >>> tx = normopt.sign_sgd(0.01)
       >>> g = {"w": jnp.array([3.0, -1e-6])}
-      >>> tx.update(g, tx.init(g))[0]["w"].tolist()
+      >>> [round(float(u), 4) for u in tx.update(g, tx.init(g))[0]["w"]]
       [-0.01, 0.01]
 
     References:
@@ -232,7 +232,7 @@ def normalized_sgd(
       >>> import jax.numpy as jnp, normopt
       >>> tx = normopt.normalized_sgd(1.0)
       >>> g = {"w": jnp.array([3.0, 4.0])}
-      >>> tx.update(g, tx.init(g))[0]["w"].tolist()
+      >>> [round(float(u), 4) for u in tx.update(g, tx.init(g))[0]["w"]]
       [-0.6, -0.8]
 
     References:
@@ -265,6 +265,7 @@ def muon(
     weight_decay: float = 0.0,
     mask: Any = None,
     scale: str = "spectral",
+    mode: str = "constrained",
     compute_dtype: str | None = None,
     mu_dtype: str | None = None,
     layout: layouts.LayoutSpec = None,
@@ -307,6 +308,8 @@ def muon(
       scale: shape rule c in :data:`normopt.norms.SCALE_RULES`: ``"spectral"`` √(fan_out/fan_in) (RMS→RMS,
         default), ``"jordan"`` √max(1, fan_out/fan_in) (optax default), ``"moonlight"`` 0.2·√max(fan_in, fan_out)
         (optax's ``consistent_rms``).
+      mode: ``"constrained"`` (Muon: c·polar(m)) or ``"regularized"`` (‖m‖*·c·polar(m), the nuclear-norm-scaled
+        step of :func:`polargrad`).
       compute_dtype: dtype the kernel iterates in (``"bfloat16"`` for TPU speed); None: float32.
       mu_dtype: dtype the momentum and AdamW's first moment are stored in (default: the params').
       layout: how each leaf is read (:data:`normopt.layouts.LayoutSpec`), e.g. ``normopt.layouts.nnx(model)``.
@@ -349,6 +352,7 @@ def muon(
     _numerics.check_range("adam_eps_root", adam_eps_root, 0.0, owner=owner)
     _numerics.check_range("adam_weight_decay", adam_weight_decay, 0.0, owner=owner)
     _numerics.check_choice("scale", scale, norms_lib.SCALE_RULES, owner=owner)
+    _numerics.check_choice("mode", mode, transforms.MODES, owner=owner)
     reader = partition.matrix_reader(layout, strict, fallback, fallback_roles, owner)
     kernel = norms_lib.spectral(scale=scale, method=method, steps=steps, compute_dtype=compute_dtype)
 
@@ -358,7 +362,7 @@ def muon(
 
     matrices = optax.chain(
         transforms.momentum(beta, nesterov=nesterov, debias=debias, mu_dtype=mu_dtype),
-        transforms.dualize(partition.norms_of(rule), sharding=sharding),
+        transforms.dualize(partition.norms_of(rule), mode, sharding=sharding),
         _numerics.weight_decay(weight_decay, _numerics.path_mask(mask)),
         optax.scale_by_learning_rate(learning_rate),
     )
@@ -375,6 +379,75 @@ def muon(
     )
     tx = optax.partition({"normed": matrices, "adamw": adam}, lambda params: partition.labels(rule, params))
     return with_rule(tx, rule, layout)
+
+
+def polargrad(
+    learning_rate: optax.ScalarOrSchedule,
+    *,
+    beta: float = 0.95,
+    weight_decay: float = 0.0,
+    mask: Any = None,
+    method: Any = "polar_express",
+    steps: int | None = None,
+    compute_dtype: str | None = None,
+    mu_dtype: str | None = None,
+    layout: layouts.LayoutSpec = None,
+    strict: bool = False,
+    sharding: Any = None,
+) -> NormedTransformation:
+    """PolarGrad: the polar factor of the momentum scaled by its nuclear norm, AdamW elsewhere.
+
+        M ← β·M + (1 − β)·G;   U H = polar(M);   W ← W − η·(tr(H)·U + λ·W),   tr(H) = ‖M‖_* = ⟨M, U⟩
+
+    In the norm view this is *regularized* steepest descent under the spectral norm: argmin_Δ ⟨M, Δ⟩ +
+    (1/2η)‖Δ‖²_op = −η·‖M‖_*·U Vᵀ, the step :func:`normopt.dualize` takes with ``mode="regularized"``. It equals
+    ``normopt.muon(lr, scale="none", mode="regularized", debias=False, nesterov=False, ...)``; leaves that are not
+    hidden matrices go to AdamW as in :func:`muon`.
+
+    Args:
+      learning_rate: float or optax schedule η (the nuclear norm scales the step: smaller than Muon's).
+      beta: momentum decay β ∈ [0, 1) (an EMA without bias correction, momentum-first as in the paper).
+      weight_decay: decoupled weight decay λ ≥ 0 (multiplied by η).
+      mask: which leaves decay (a pytree of bools or a callable, as ``optax.adamw``).
+      method: the polar kernel (:func:`normopt.orthogonalize`).
+      steps: kernel iterations (static); None: the method's default.
+      compute_dtype: dtype the kernel iterates in; None: float32.
+      mu_dtype: dtype the state is stored in (default: the params').
+      layout: how each leaf is read (:data:`normopt.layouts.LayoutSpec`).
+      strict: raise, naming the leaf, for any ≥ 2-D leaf that would be read only from its name.
+      sharding: None, or :func:`normopt.sharding.layer_sharded`.
+
+    Returns:
+      A :class:`NormedTransformation`.
+
+    Examples:
+      >>> import jax.numpy as jnp, normopt
+      >>> tx = normopt.polargrad(0.1, beta=0.0, method="svd")
+      >>> g = {"w": jnp.diag(jnp.array([3.0, 1.0]))}
+      >>> [round(float(u), 4) for u in tx.update(g, tx.init(g), g)[0]["w"].diagonal()]  # −η·‖G‖_*·UVᵀ = −0.1·4·I
+      [-0.4, -0.4]
+
+    References:
+      Lau, Long & Su, `PolarGrad: a class of matrix-gradient optimizers from a unifying preconditioning perspective
+      <https://arxiv.org/abs/2505.21799>`_, 2025.
+    """
+    return muon(
+        learning_rate,
+        method=method,
+        steps=steps,
+        beta=beta,
+        nesterov=False,
+        debias=False,
+        weight_decay=weight_decay,
+        mask=mask,
+        scale="none",
+        mode="regularized",
+        compute_dtype=compute_dtype,
+        mu_dtype=mu_dtype,
+        layout=layout,
+        strict=strict,
+        sharding=sharding,
+    )
 
 
 SCION_NORMS = {

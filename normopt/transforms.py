@@ -95,7 +95,7 @@ def dualize(
 
     Examples:
       >>> import jax.numpy as jnp, optax, normopt
-      >>> tx = optax.chain(normopt.dualize(normopt.norms.spectral()), optax.scale_by_learning_rate(0.1))
+      >>> tx = optax.chain(normopt.dualize(normopt.norms.spectral(method="svd")), optax.scale_by_learning_rate(0.1))
       >>> g = {"w": jnp.eye(3)}
       >>> u, _ = tx.update(g, tx.init(g))
       >>> [round(float(v), 4) for v in u["w"].diagonal()]
