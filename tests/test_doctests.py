@@ -13,6 +13,7 @@ import normopt
 MODULES = sorted(m.name for m in pkgutil.walk_packages(normopt.__path__, "normopt."))
 
 
+@pytest.mark.slow  # ≈ 30 s of CPU: every module's examples, compiled
 @pytest.mark.parametrize("name", MODULES)
 def test_docstring_examples_run(name):
     module = importlib.import_module(name)
