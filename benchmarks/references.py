@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))  # the tests import their helpers as top-level modules
 
 import references as ref  # noqa: E402  (tests/references.py)
+import test_family_references as tfr  # noqa: E402
 import test_reference_conventions as trc  # noqa: E402
 
 import normopt  # noqa: E402
@@ -58,13 +59,7 @@ def worst(got_seq, want_seq) -> float:
 
 def run(tx, grads, params=None):
     """Updates of ``tx`` for the gradient sequence (params fixed, as the tests do)."""
-    state = tx.init(grads[0] if params is None else params)
-    step = jax.jit(tx.update)
-    out = []
-    for g in grads:
-        u, state = step(g, state, params)
-        out.append(u)
-    return out
+    return tfr._run(tx, grads, params)[0]
 
 
 def per_key(got_seq, want_seq) -> str:
