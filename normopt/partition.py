@@ -155,7 +155,7 @@ def matrix_reader(
     raise ``TypeError`` naming the path.
 
     Args:
-      layout: how leaves are read (:data:`normopt.layouts.LayoutSpec`).
+      layout: how leaves are read (:data:`normopt.layouts.LayoutSpec`, checked by the caller).
       strict: raise for a ≥ 2-D leaf read only from its name.
       fallback: a sequence of path regexes sent to AdamW.
       fallback_roles: roles sent to AdamW, from ``("embedding", "hidden", "head")``.
@@ -164,7 +164,6 @@ def matrix_reader(
     Returns:
       The reader function.
     """
-    layouts.check_spec(layout)
     patterns = dict.fromkeys(check_patterns(fallback, "fallback"), True)
     roles = check_patterns(fallback_roles, "fallback_roles")
     for r in roles:

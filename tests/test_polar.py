@@ -11,24 +11,14 @@ import optax
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from references import POLAR_EXPRESS_PUBLISHED, spectrum_matrix
 from references import relative_error as rel_err
-from references import spectrum_matrix
 
 from normopt import polar
 from normopt.polar import orthogonalize, polar_express_coefficients
 
 # Published Polar Express table (REFERENCES §2: ℓ = 1e-3, degree 5, cushion 0.02407327424182761).
-PUBLISHED = np.array(
-    [
-        (8.28721201814563, -23.595886519098837, 17.300387312530933),
-        (4.107059111542203, -2.9478499167379106, 0.5448431082926601),
-        (3.9486908534822946, -2.908902115962949, 0.5518191394370137),
-        (3.3184196573706015, -2.488488024314874, 0.51004894012372),
-        (2.300652019954817, -1.6689039845747493, 0.4188073119525673),
-        (1.891301407787398, -1.2679958271945868, 0.37680408948524835),
-        (1.8750014808534479, -1.2500016453999487, 0.3750001645474248),
-    ]
-)
+PUBLISHED = POLAR_EXPRESS_PUBLISHED
 JORDAN = (3.4445, -4.7750, 2.0315)
 ITERATIVE = ["polar_express", "gram_newton_schulz", "jordan", "you", "newton_schulz", "newton_schulz_quintic"]
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 import numpy as np
+from references import POLAR_EXPRESS_PUBLISHED
 
 import normopt
 
@@ -135,16 +136,7 @@ def test_bf16_kernel_keeps_its_coefficients_in_fp32():
 def authors_polar_express(g: np.ndarray, steps: int = 5) -> np.ndarray:
     """Amsel et al. 2025, Alg. 1 as published with its code: the ℓ = 1e-3 table (REFERENCES §2) with the 1.01 safety
     on every row but the last, X₀ = G/(1.01·‖G‖_F + 1e-7) on the wide side, X ← aX + (bA + cA²)X (float64)."""
-    table = [
-        (8.28721201814563, -23.595886519098837, 17.300387312530933),
-        (4.107059111542203, -2.9478499167379106, 0.5448431082926601),
-        (3.9486908534822946, -2.908902115962949, 0.5518191394370137),
-        (3.3184196573706015, -2.488488024314874, 0.51004894012372),
-        (2.300652019954817, -1.6689039845747493, 0.4188073119525673),
-        (1.891301407787398, -1.2679958271945868, 0.37680408948524835),
-        (1.8750014808534479, -1.2500016453999487, 0.3750001645474248),
-        (1.875, -1.25, 0.375),
-    ]
+    table = [tuple(row) for row in POLAR_EXPRESS_PUBLISHED] + [(1.875, -1.25, 0.375)]
     table = [(a / 1.01, b / 1.01**3, c / 1.01**5) for a, b, c in table[:-1]] + table[-1:]
     x = np.asarray(g, np.float64)
     tall = x.shape[0] > x.shape[1]
