@@ -66,6 +66,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="few repeats (smoke run)")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--repeats", type=int, default=6)
+    ap.add_argument("--out", type=Path, default=RESULTS, help="output folder (step.json, step.md)")
     args = ap.parse_args()
     rounds, repeats = (1, 2) if args.quick else (args.rounds, args.repeats)
 
@@ -131,9 +132,9 @@ def main() -> None:
         "forward_backward_ms": ms(fb_t),
     }
     if not args.quick:
-        RESULTS.mkdir(exist_ok=True)
-        (RESULTS / "step.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
-        (RESULTS / "step.md").write_text(
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "step.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+        (args.out / "step.md").write_text(
             f"`{meta['command']}` — {meta['date']}, jax {meta['jax']}, {meta['cpu']}\n\n" + "\n".join(table) + "\n"
         )
 

@@ -61,6 +61,9 @@ OPTIMIZERS: dict[str, tuple[Callable[[Any], optax.GradientTransformation], float
     "normopt.muon": (lambda lr: normopt.muon(lr), 2.0**-5),
     "normopt.scion": (lambda lr: normopt.scion(lr), 2.0**-4),
     "normopt.sign_sgd": (lambda lr: normopt.sign_sgd(lr, momentum=0.9), 2.0**-10),
+    "normopt.dion": (lambda lr: normopt.dion(lr), 2.0**-5),
+    "normopt.shampoo": (lambda lr: normopt.shampoo(lr), 2.0**-8),
+    "normopt.polargrad": (lambda lr: normopt.polargrad(lr), 2.0**-8),
 }
 DEFAULT_OPTIMIZERS = ("optax.adamw", "optax.contrib.muon", "normopt.muon", "normopt.scion")
 
@@ -213,14 +216,19 @@ def first_reach(steps: list[int], curve: list[float], target: float) -> int | No
     return None
 
 
-def benchmark(workload: Workload, optimizers: list[str], seeds: int, progress: Any = None) -> dict[str, Any]:
+def benchmark(
+    workload: Workload, optimizers: list[str], seeds: int, progress: Any = None, runners: dict | None = None
+) -> dict[str, Any]:
     """Tunes every optimizer on ``workload`` (on its first ``workload.tune_seeds`` seeds), reruns its best learning
-    rate on the remaining seeds up to ``seeds``, adds speed-ups."""
+    rate on the remaining seeds up to ``seeds``, adds speed-ups. ``runners``, if given, receives each compiled
+    :class:`Runner` by optimizer name (for a later timing pass)."""
     evaluate = jax.jit(workload.evaluate)
     test = None if workload.test is None else jax.jit(workload.test)
     results: dict[str, Any] = {}
     for name in optimizers:
         runner = Runner(workload, name, evaluate, test)
+        if runners is not None:
+            runners[name] = runner
         runs, lrs = tune(runner, workload.grid, workload.tune_seeds, progress)
         best_lr = min(lrs, key=lambda lr: score(runs[lr]))
         seed_runs = list(runs[best_lr])
