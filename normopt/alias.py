@@ -343,7 +343,68 @@ def muon(
       Amsel et al., "The Polar Express", 2025 (arXiv:2505.16932);
       Liu et al., "Muon is scalable for LLM training", 2025 (arXiv:2502.16982).
     """
-    owner = "muon"
+    return _muon(
+        "muon",
+        None,
+        learning_rate,
+        method=method,
+        steps=steps,
+        beta=beta,
+        nesterov=nesterov,
+        debias=debias,
+        weight_decay=weight_decay,
+        mask=mask,
+        scale=scale,
+        mode=mode,
+        compute_dtype=compute_dtype,
+        mu_dtype=mu_dtype,
+        layout=layout,
+        strict=strict,
+        fallback=fallback,
+        fallback_roles=fallback_roles,
+        adam_learning_rate=adam_learning_rate,
+        adam_b1=adam_b1,
+        adam_b2=adam_b2,
+        adam_eps=adam_eps,
+        adam_eps_root=adam_eps_root,
+        adam_weight_decay=adam_weight_decay,
+        adam_nesterov=adam_nesterov,
+        sharding=sharding,
+    )
+
+
+def _muon(
+    owner: str,
+    post_dualize: optax.GradientTransformation | None,
+    learning_rate: optax.ScalarOrSchedule,
+    *,
+    method: Any,
+    steps: int | None,
+    beta: float,
+    nesterov: bool,
+    debias: bool,
+    weight_decay: float,
+    mask: Any,
+    scale: str,
+    mode: str,
+    compute_dtype: str | None,
+    mu_dtype: str | None,
+    layout: layouts.LayoutSpec,
+    strict: bool,
+    fallback: Sequence[str],
+    fallback_roles: Sequence[str],
+    adam_learning_rate: optax.ScalarOrSchedule | None,
+    adam_b1: float,
+    adam_b2: float,
+    adam_eps: float,
+    adam_eps_root: float,
+    adam_weight_decay: float,
+    adam_nesterov: bool | None,
+    sharding: Any,
+) -> NormedTransformation:
+    """:func:`muon` with ``post_dualize`` applied to the matrices' updates right after the polar factor (before
+    weight decay and the learning rate; None: nothing, so muon's state keeps its structure); ``owner`` names the
+    optimizer in error messages. :func:`normopt.family.normuon.normuon` passes its neuron-wise normalisation."""
     _check_common(owner, weight_decay=weight_decay, mu_dtype=mu_dtype, layout=layout)
     _numerics.check_range("beta", beta, 0.0, 1.0, hi_open=True, owner=owner)
     _numerics.check_range("adam_b1", adam_b1, 0.0, 1.0, hi_open=True, owner=owner)
@@ -363,6 +424,7 @@ def muon(
     matrices = optax.chain(
         transforms.momentum(beta, nesterov=nesterov, debias=debias, mu_dtype=mu_dtype),
         transforms.dualize(partition.norms_of(rule), mode, sharding=sharding),
+        *([] if post_dualize is None else [post_dualize]),
         _numerics.weight_decay(weight_decay, _numerics.path_mask(mask)),
         optax.scale_by_learning_rate(learning_rate),
     )

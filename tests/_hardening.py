@@ -6,6 +6,7 @@ built from its public factory. Add new optimizers to ``OPTIMIZERS``: every relia
 """
 
 import functools
+import importlib
 from collections.abc import Callable
 
 import jax
@@ -66,21 +67,24 @@ OPTIMIZERS: dict[str, Callable[..., optax.GradientTransformation]] = {
     "shampoo": lambda lr=0.02, **kw: normopt.shampoo(lr, **kw),
     "mirror_descent": lambda lr=0.02, **kw: normopt.mirror_descent(lr, mirror_map="euclidean", **kw),
     "prox_l1": lambda lr=0.02, **kw: optax.chain(optax.sgd(lr, momentum=0.9), normopt.prox_l1(lr, strength=0.01), **kw),
+    "normuon": lambda lr=0.02, **kw: importlib.import_module("normopt.family.normuon").normuon(
+        lr, **({"weight_decay": 0.01} | kw)
+    ),
 }
 """name -> factory(lr, **kwargs): every optimizer and transformation normopt ships, with momentum switched on
 where it has any (so that its state is not trivial)."""
 
-DECAY = {"muon": 0.01, "scion": 1.0, "steepest_descent": 0.01, "dion": 0.01}
+DECAY = {"muon": 0.01, "scion": 1.0, "steepest_descent": 0.01, "dion": 0.01, "normuon": 0.01}
 """Decoupled weight decay λ of each default optimizer above on its normed leaves (scion: constrained, λ = 1)."""
 
-ADAMW_FALLBACK = ("muon", "dion")
+ADAMW_FALLBACK = ("muon", "dion", "normuon")
 """Optimizers that send vectors (< 2-D leaves) to optax's AdamW, with Adam's ε and its ν = g²."""
 
 SECOND_MOMENTS = ("fadam", "shampoo", *ADAMW_FALLBACK)
 """Optimizers whose state holds squared gradients (Adam's ν, Shampoo's G Gᵀ): not scale-free, and in fp32 their
 squares underflow below |g| ≈ 1e-19 and overflow above ≈ 1e19 (see docs/reliability.md)."""
 
-FP32_STATE = ("shampoo", "dion")
+FP32_STATE = ("shampoo", "dion", "normuon")
 """Optimizers that keep (part of) their state in fp32 whatever the params' dtype (Kronecker factors, Dion's Q)."""
 
 
