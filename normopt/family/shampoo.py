@@ -32,7 +32,7 @@ import optax
 
 from normopt._numerics import check_choice, check_float_leaves, check_range, compute_dtype, safe_div
 from normopt._numerics import weight_decay as _weight_decay
-from normopt.dims import MatrixDims, to_matrices
+from normopt.dims import MatrixDims, matrix_layout, to_matrices
 
 
 class ShampooState(NamedTuple):
@@ -101,6 +101,20 @@ def _diagonal_step(g: jax.Array, h: jax.Array, eps: Any, ridge: str = "relative"
     return safe_div(g, jnp.sqrt(h + shift)).astype(g.dtype)
 
 
+def _factor_zeros(x: jax.Array, dims: MatrixDims | None, side: str) -> jax.Array:
+    """A zero Kronecker factor of a ≥ 2-D leaf: L ``[*batch, fan_in, fan_in]`` (``side="left"``) or R
+    ``[*batch, fan_out, fan_out]``, in fp32 (fp64 for fp64 leaves)."""
+    lay = matrix_layout(x.shape, dims)
+    n = lay.fan_in if side == "left" else lay.fan_out
+    return jnp.zeros(tuple(x.shape[a] for a in lay.batch_axes) + (n, n), compute_dtype(x))
+
+
+def _accumulate(factor: jax.Array, m: jax.Array, beta: Any, side: str) -> jax.Array:
+    """β·L + M Mᵀ (``side="left"``) or β·R + Mᵀ M for matrices M ``[*batch, fan_in, fan_out]``."""
+    mt = jnp.swapaxes(m, -1, -2)
+    return beta * factor + (m @ mt if side == "left" else mt @ m)
+
+
 def _check(owner: str, beta: Any, eps: Any, dims: Any, ridge: Any = "relative") -> None:
     check_choice("ridge", ridge, RIDGES, owner=owner)
     check_range("beta", beta, 0, 1, owner=owner)  # β = 1 is Shampoo's sum, β = 0 spectral descent
@@ -155,16 +169,10 @@ def scale_by_shampoo(
         check_float_leaves(params)  # a TypeError naming the leaf, not a silent step
 
         def left(x):
-            if x.ndim < 2:
-                return jnp.zeros(x.shape, compute_dtype(x))
-            m, _ = to_matrices(x, dims)
-            return jnp.zeros(m.shape[:-1] + m.shape[-2:-1], compute_dtype(x))
+            return jnp.zeros(x.shape, compute_dtype(x)) if x.ndim < 2 else _factor_zeros(x, dims, "left")
 
-        def right(x):
-            if x.ndim < 2:
-                return jnp.zeros((), compute_dtype(x))  # a placeholder: orbax cannot save size-0 arrays
-            m, _ = to_matrices(x, dims)
-            return jnp.zeros(m.shape[:-2] + m.shape[-1:] * 2, compute_dtype(x))
+        def right(x):  # < 2-D: a placeholder (orbax cannot save size-0 arrays)
+            return jnp.zeros((), compute_dtype(x)) if x.ndim < 2 else _factor_zeros(x, dims, "right")
 
         return ShampooState(jax.tree.map(left, params), jax.tree.map(right, params))
 
@@ -175,9 +183,7 @@ def scale_by_shampoo(
             h = beta * lft + jnp.square(g.astype(lft.dtype))
             return _diagonal_step(g, h, eps, ridge), h, rgt
         m, back = to_matrices(g.astype(lft.dtype), dims)
-        mt = jnp.swapaxes(m, -1, -2)
-        lft = beta * lft + m @ mt
-        rgt = beta * rgt + mt @ m
+        lft, rgt = _accumulate(lft, m, beta, "left"), _accumulate(rgt, m, beta, "right")
         u = inverse_root(lft, 4, eps, ridge=ridge) @ m @ inverse_root(rgt, 4, eps, ridge=ridge)
         return back(u).astype(g.dtype), lft, rgt
 
