@@ -17,10 +17,11 @@ the same eigenvectors, and β = 1 sums. Sides larger than ``max_dim`` and < 2-D 
 step acts on them directly: Adam for SOAP, sign for SPlus).
 
 The inner step's state (SOAP's V) lives in the rotated coordinates and is never rotated when the basis changes,
-as in both reference codes. SOAP's refresh by one power-iteration step sorts the old columns by their Rayleigh
+as in SOAP's reference code. SOAP's refresh by one power-iteration step sorts the old columns by their Rayleigh
 quotients, orthonormalizes L·Q_sorted by QR, and permutes V along; here the new columns are put back in the old
 order instead, which pairs every column with the same entry of V, so the wrapper needs no hook into the inner
-state and stays generic.
+state and stays generic. A rank-deficient factor (the first G Gᵀ of a non-square G) has an eigenbasis that is
+arbitrary on its null space; both methods inherit that (sign(·) depends on it until the next refresh).
 """
 
 from __future__ import annotations
@@ -372,7 +373,7 @@ def soap(
         code instead keeps one factor per axis of a ≥ 3-D tensor).
 
     Returns:
-      An ``optax.GradientTransformation``: 2·fan_in² + 2·fan_out² + 3·fan_in·fan_out floats of state per matrix.
+      An ``optax.GradientTransformation``: 2·fan_in² + 2·fan_out² + 2·fan_in·fan_out fp32 state per matrix.
 
     Example:
       >>> import jax.numpy as jnp, optax
@@ -503,7 +504,8 @@ def splus(
         treat every leaf that is not 2-D like a vector).
 
     Returns:
-      An ``optax.GradientTransformation``.
+      An ``optax.GradientTransformation``: 2·fan_in² + 2·fan_out² + 2·fan_in·fan_out fp32 state per matrix
+      (one fan_in·fan_out less with ``ema_rate=None``).
 
     Example:
       >>> import jax.numpy as jnp, optax
