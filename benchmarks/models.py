@@ -16,6 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import normopt
+
 
 class MLP(nn.Module):
     """ReLU MLP: ``len(widths)`` hidden Dense layers, then a Dense ``head`` with ``classes`` logits."""
@@ -31,15 +33,19 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    """x + attn(LN(x)), then x + MLP(LN(x)) with a 4× GELU hidden layer."""
+    """x + attn(LN(x)), then x + MLP(LN(x)) with a 4× GELU hidden layer. With ``record_logits`` the attention
+    records each head's largest pre-softmax logit (:func:`normopt.max_logit_attention`, for QK-Clip)."""
 
     dim: int
     heads: int
+    record_logits: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         mask = nn.make_causal_mask(jnp.ones(x.shape[:2], jnp.int32))
-        x = x + nn.MultiHeadDotProductAttention(num_heads=self.heads, name="attn")(nn.LayerNorm()(x), mask=mask)
+        attention_fn = normopt.max_logit_attention if self.record_logits else nn.dot_product_attention
+        attn = nn.MultiHeadDotProductAttention(num_heads=self.heads, attention_fn=attention_fn, name="attn")
+        x = x + attn(nn.LayerNorm()(x), mask=mask, sow_weights=self.record_logits)
         h = nn.gelu(nn.Dense(4 * self.dim, name="mlp_in")(nn.LayerNorm()(x)))
         return x + nn.Dense(self.dim, name="mlp_out")(h)
 
@@ -52,6 +58,7 @@ class CharTransformer(nn.Module):
     dim: int = 128
     depth: int = 2
     heads: int = 4
+    record_logits: bool = False
 
     @nn.compact
     def __call__(self, tokens: jax.Array) -> jax.Array:
@@ -59,7 +66,7 @@ class CharTransformer(nn.Module):
         pos = self.param("wpe", nn.initializers.normal(0.02), (self.context, self.dim))
         x = x + pos[: tokens.shape[1]]
         for i in range(self.depth):
-            x = Block(self.dim, self.heads, name=f"block_{i}")(x)
+            x = Block(self.dim, self.heads, self.record_logits, name=f"block_{i}")(x)
         return nn.Dense(self.vocab, name="head")(nn.LayerNorm()(x))
 
 

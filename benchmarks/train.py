@@ -64,8 +64,19 @@ OPTIMIZERS: dict[str, tuple[Callable[[Any], optax.GradientTransformation], float
     "normopt.dion": (lambda lr: normopt.dion(lr), 2.0**-5),
     "normopt.shampoo": (lambda lr: normopt.shampoo(lr), 2.0**-8),
     "normopt.polargrad": (lambda lr: normopt.polargrad(lr), 2.0**-8),
+    "normopt.normuon": (lambda lr: normopt.normuon(lr), 2.0**-5),
+    "normopt.muonh": (lambda lr: normopt.muonh(lr), 2.0**-6),
+    "normopt.adamh": (lambda lr: normopt.adamh(lr), 2.0**-6),
+    # 20 dual-ascent steps instead of 100: each costs a 10-step polar factor per matrix (enough in the tests).
+    "normopt.manifold_muon": (lambda lr: normopt.manifold_muon(lr, dual_steps=20), 2.0**-3),
+    "normopt.muon_clip": (lambda lr: normopt.muon_clip(lr, threshold=100.0), 2.0**-5),
+    "normopt.soap": (lambda lr: normopt.soap(lr), 2.0**-8),
+    "normopt.splus": (lambda lr: normopt.splus(lr, precondition_frequency=10, ema_rate=None), 2.0**-3),
 }
 DEFAULT_OPTIMIZERS = ("optax.adamw", "optax.contrib.muon", "normopt.muon", "normopt.scion")
+NEEDS_MAX_LOGITS = ("normopt.muon_clip",)
+"""Optimizers whose update takes each attention head's max logit (``max_logits=``): run only on workloads with
+attention (W2), whose model records them."""
 
 
 @dataclasses.dataclass
@@ -89,6 +100,8 @@ class Workload:
     tune_seeds: int = 1
     test: Callable[[Any, Any], dict[str, jax.Array]] | None = None
     centres: dict[str, float] = dataclasses.field(default_factory=dict)  # grid centres overriding OPTIMIZERS'
+    # (params, batch) -> (loss, {attention path: max logit per head}) for NEEDS_MAX_LOGITS; None: no attention
+    logits_loss: Callable[[Any, Any], tuple[jax.Array, Any]] | None = None
     info: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
@@ -99,12 +112,15 @@ def schedule(steps: int) -> optax.Schedule:
 
 
 def make_optimizer(name: str, steps: int) -> optax.GradientTransformation:
-    """``optax.inject_hyperparams`` around the optimizer times :func:`schedule`: the learning rate is state."""
+    """``optax.inject_hyperparams`` around the optimizer, whose learning rate is the schedule
+    ``learning_rate · multiplier(step)`` (:func:`schedule`): the peak learning rate is state. (Passing the schedule
+    as the learning rate, rather than scaling the update afterwards, keeps the step exact for optimizers whose update
+    is not linear in η: hyperball, manifold Muon and QK-Clip move the weights to a constrained point.)"""
     factory = OPTIMIZERS[name][0]
     multiplier = schedule(steps)
-    return optax.inject_hyperparams(
-        lambda learning_rate: optax.chain(factory(learning_rate), optax.scale_by_schedule(multiplier))
-    )(learning_rate=OPTIMIZERS[name][1])
+    return optax.inject_hyperparams(lambda learning_rate: factory(lambda count: learning_rate * multiplier(count)))(
+        learning_rate=OPTIMIZERS[name][1]
+    )
 
 
 class Runner:
@@ -114,11 +130,20 @@ class Runner:
         self.workload, self.name, self.evaluate, self.test = workload, name, evaluate, test
         self.tx = make_optimizer(name, workload.steps)
 
+        logits = name in NEEDS_MAX_LOGITS
+        if logits and workload.logits_loss is None:
+            raise ValueError(f"{name} needs attention max logits, which {workload.name} does not record")
+
         def chunk(params, state, data, indices):
             def step(carry, index):
                 params, state = carry
-                loss, grads = jax.value_and_grad(workload.loss)(params, workload.batch(data, index))
-                updates, state = self.tx.update(grads, state, params)
+                batch = workload.batch(data, index)
+                if logits:
+                    (loss, max_logits), grads = jax.value_and_grad(workload.logits_loss, has_aux=True)(params, batch)
+                    updates, state = self.tx.update(grads, state, params, max_logits=max_logits)
+                else:
+                    loss, grads = jax.value_and_grad(workload.loss)(params, batch)
+                    updates, state = self.tx.update(grads, state, params)
                 return (optax.apply_updates(params, updates), state), loss
 
             (params, state), losses = jax.lax.scan(step, (params, state), indices)
@@ -226,6 +251,8 @@ def benchmark(
     test = None if workload.test is None else jax.jit(workload.test)
     results: dict[str, Any] = {}
     for name in optimizers:
+        if name in NEEDS_MAX_LOGITS and workload.logits_loss is None:
+            continue  # no attention: QK-Clip has nothing to clip (it would be plain Muon)
         runner = Runner(workload, name, evaluate, test)
         if runners is not None:
             runners[name] = runner
@@ -412,6 +439,12 @@ def char_workload(
     def lm_loss(params, w):
         return _cross_entropy(model.apply(params, w[:, :-1]), w[:, 1:])
 
+    recording = models.CharTransformer(len(vocab), context=context, dim=dim, depth=depth, record_logits=True)
+
+    def logits_loss(params, w):
+        out, records = recording.apply(params, w[:, :-1], mutable=["intermediates"])
+        return _cross_entropy(out, w[:, 1:]), normopt.max_logits(records)
+
     def indices(seed: int, steps: int) -> np.ndarray:
         rng = np.random.default_rng([seed, 2])
         return rng.integers(0, split - context - 1, (steps, batch)).astype(np.int32)
@@ -424,6 +457,7 @@ def char_workload(
         batch=lambda d, i: windows(d["train"], i),
         indices=indices,
         evaluate=lambda params, d: {"loss": lm_loss(params, windows(d["val"], d["val_starts"]))},
+        logits_loss=logits_loss,
         steps=steps,
         eval_every=eval_every,
         grid=grid,

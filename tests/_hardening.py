@@ -6,13 +6,13 @@ built from its public factory. Add new optimizers to ``OPTIMIZERS``: every relia
 """
 
 import functools
-import importlib
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 import normopt
 
@@ -66,25 +66,38 @@ OPTIMIZERS: dict[str, Callable[..., optax.GradientTransformation]] = {
     "fadam": lambda lr=0.02, **kw: normopt.fadam(lr, **kw),
     "shampoo": lambda lr=0.02, **kw: normopt.shampoo(lr, **kw),
     "mirror_descent": lambda lr=0.02, **kw: normopt.mirror_descent(lr, mirror_map="euclidean", **kw),
+    "manifold_muon": lambda lr=0.02, **kw: normopt.manifold_muon(lr, **kw),
     "prox_l1": lambda lr=0.02, **kw: optax.chain(optax.sgd(lr, momentum=0.9), normopt.prox_l1(lr, strength=0.01), **kw),
-    "normuon": lambda lr=0.02, **kw: importlib.import_module("normopt.family.normuon").normuon(
-        lr, **({"weight_decay": 0.01} | kw)
-    ),
+    "soap": lambda lr=0.02, **kw: normopt.soap(lr, **({"weight_decay": 0.01} | kw)),
+    "splus": lambda lr=0.02, **kw: normopt.splus(lr, **kw),
+    "normuon": lambda lr=0.02, **kw: normopt.normuon(lr, **({"weight_decay": 0.01} | kw)),
+    "muonh": lambda lr=0.02, **kw: normopt.muonh(lr, **kw),
+    "adamh": lambda lr=0.02, **kw: normopt.adamh(lr, **kw),
 }
 """name -> factory(lr, **kwargs): every optimizer and transformation normopt ships, with momentum switched on
 where it has any (so that its state is not trivial)."""
 
-DECAY = {"muon": 0.01, "scion": 1.0, "steepest_descent": 0.01, "dion": 0.01, "normuon": 0.01}
+FRONTIER = ("normuon", "muonh", "adamh", "manifold_muon", "soap", "splus")
+"""The 2025–26 optimizers: their own test files run in the fast suite, their sweeps over this registry with the slow
+tests (``make test-slow``), so that the fast suite stays under 3 minutes on 2 cores."""
+
+
+def cases(names) -> list:
+    """``names`` as pytest parameters, the :data:`FRONTIER` ones marked slow."""
+    return [pytest.param(n, marks=pytest.mark.slow) if n in FRONTIER else n for n in names]
+
+
+DECAY = {"muon": 0.01, "scion": 1.0, "steepest_descent": 0.01, "dion": 0.01, "normuon": 0.01, "soap": 0.01}
 """Decoupled weight decay λ of each default optimizer above on its normed leaves (scion: constrained, λ = 1)."""
 
-ADAMW_FALLBACK = ("muon", "dion", "normuon")
+ADAMW_FALLBACK = ("muon", "dion", "normuon", "muonh", "adamh", "manifold_muon")
 """Optimizers that send vectors (< 2-D leaves) to optax's AdamW, with Adam's ε and its ν = g²."""
 
-SECOND_MOMENTS = ("fadam", "shampoo", *ADAMW_FALLBACK)
+SECOND_MOMENTS = ("fadam", "shampoo", "soap", "splus", *ADAMW_FALLBACK)
 """Optimizers whose state holds squared gradients (Adam's ν, Shampoo's G Gᵀ): not scale-free, and in fp32 their
 squares underflow below |g| ≈ 1e-19 and overflow above ≈ 1e19 (see docs/reliability.md)."""
 
-FP32_STATE = ("shampoo", "dion", "normuon")
+FP32_STATE = ("shampoo", "dion", "normuon", "muonh", "adamh", "soap", "splus")
 """Optimizers that keep (part of) their state in fp32 whatever the params' dtype (Kronecker factors, Dion's Q)."""
 
 

@@ -7,13 +7,13 @@ import numpy as np
 import optax
 import pytest
 import references
-from _hardening import ADAMW_FALLBACK, DECAY, OPTIMIZERS, grads, is_finite, optimizer, small_params, update
+from _hardening import ADAMW_FALLBACK, DECAY, OPTIMIZERS, cases, grads, is_finite, optimizer, small_params, update
 from references import random_matrix
 
 import normopt
 from normopt import norms
 
-SCALE_FREE = ("muon", "scion", "steepest_descent", "sign_sgd", "normalized_sgd", "dion")
+SCALE_FREE = ("muon", "scion", "steepest_descent", "sign_sgd", "normalized_sgd", "dion", "normuon")
 
 
 def _exact(name):
@@ -25,7 +25,7 @@ def _jit_step(tx):
 
 
 # ------------------------------------------------------------------------------------------------ zero gradients
-@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+@pytest.mark.parametrize("name", cases(sorted(OPTIMIZERS)))
 def test_zero_gradients_give_a_zero_update(name):
     """A zero gradient moves only by weight decay: u = −η·λ·p exactly (0 without decay; the prox step for
     prox_l1), never NaN."""
@@ -107,7 +107,7 @@ def test_tiny_and_huge_gradients_in_fp32(name, scale):
     np.testing.assert_allclose(dual / scale, np.sum(g * references.dualize(name, g)), rtol=1e-4)
 
 
-@pytest.mark.parametrize("name", SCALE_FREE)
+@pytest.mark.parametrize("name", cases(SCALE_FREE))
 def test_optimizers_are_scale_free_on_tiny_and_huge_gradients(name):
     """Constrained steepest descent is invariant to the gradient's scale: 1e±30 gradients give the update of
     the unit-scale gradient (momentum is linear, dualization 0-homogeneous, weight decay does not see g).
@@ -136,7 +136,7 @@ def test_non_finite_gradients_propagate_through_every_norm(name, bad):
         assert not bool(jnp.all(jnp.isfinite(norm.dualize(g)))), norm.name
 
 
-@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+@pytest.mark.parametrize("name", cases(sorted(OPTIMIZERS)))
 def test_non_finite_gradients_propagate(name):
     """Policy: NaN/inf in a gradient leaf reaches that leaf's update (and the state), so that a NaN loss or
     optax.apply_if_finite notices; normopt never turns it into a finite step."""
@@ -164,7 +164,7 @@ def test_apply_if_finite_skips_non_finite_gradients(name):
 
 
 # --------------------------------------------------------------------------------------- empty and scalar leaves
-@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+@pytest.mark.parametrize("name", cases(sorted(OPTIMIZERS)))
 def test_empty_and_scalar_leaves(name):
     """Size-0 leaves (vectors, matrices, a stack of empty matrices) give size-0 updates; scalars are vectors."""
     params = {
@@ -187,7 +187,7 @@ def test_empty_and_scalar_leaves(name):
 
 # ------------------------------------------------------------------------------------- integer and bool leaves
 @pytest.mark.parametrize("bad", [jnp.zeros((3,), jnp.int32), jnp.zeros((4, 4), jnp.bool_)])
-@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+@pytest.mark.parametrize("name", cases(sorted(OPTIMIZERS)))
 def test_integer_and_boolean_leaves_raise_naming_the_path(name, bad):
     params = {"layer": {"kernel": jnp.ones((4, 4)), "counter": bad}}
     with pytest.raises(TypeError) as info:

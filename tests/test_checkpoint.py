@@ -6,7 +6,7 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 import pytest
-from _hardening import OPTIMIZERS, grads, optimizer, small_params, update
+from _hardening import OPTIMIZERS, cases, grads, optimizer, small_params, update
 
 STEPS_BEFORE, STEPS_AFTER = 3, 3
 
@@ -18,7 +18,7 @@ def _train(step_fn, params, state, start, n):
     return params, state
 
 
-@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+@pytest.mark.parametrize("name", cases(sorted(OPTIMIZERS)))
 def test_restore_continues_bit_for_bit(name, tmp_path):
     tx, step_fn = optimizer(name), update(name)
     params0 = small_params()

@@ -13,6 +13,7 @@ from _hardening import (
     ADAMW_FALLBACK,
     FP32_STATE,
     OPTIMIZERS,
+    cases,
     grads,
     is_finite,
     optimizer,
@@ -45,7 +46,7 @@ def _step(tx):
     return jax.jit(lambda params, state, g: tx.update(g, state, params))
 
 
-@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+@pytest.mark.parametrize("name", cases(sorted(OPTIMIZERS)))
 def test_updates_keep_the_parameter_dtype(name):
     tx = optimizer(name)
     reference = None
@@ -84,7 +85,8 @@ def test_updates_keep_the_parameter_dtype(name):
             assert is_finite(updates)
 
 
-@pytest.mark.parametrize("name", ["momentum", *ADAMW_FALLBACK])  # scion, sign_sgd, … use the same normopt.momentum
+# scion, sign_sgd, … use the same normopt.momentum
+@pytest.mark.parametrize("name", cases(["momentum", *ADAMW_FALLBACK]))
 def test_state_dtype_option(name):
     """mu_dtype="float32" with fp16 params: the whole state is fp32, updates stay fp16, 6e4 gradients are fine."""
     tx = OPTIMIZERS[name](mu_dtype="float32")

@@ -9,14 +9,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from _hardening import OPTIMIZERS, grads, optimizer, small_params, update
+from _hardening import OPTIMIZERS, cases, grads, optimizer, small_params, update
 from flax import nnx
 from flax.training import train_state
 
 import normopt
 
 # sign_sgd and normalized_sgd are steepest_descent with a fixed norm: the same plumbing.
-ALIASES = ("muon", "scion", "steepest_descent", "dion", "fadam", "shampoo")
+ALIASES = ("muon", "scion", "steepest_descent", "dion", "fadam", "shampoo", "normuon", "soap", "splus")
 
 
 def _close(a, b, rtol=1e-5, atol=1e-7):
@@ -35,7 +35,7 @@ def test_chain_applies_the_preceding_transform():
     _close(updates, jax.tree.map(lambda x: -0.1 * np.asarray(x, np.float64) * min(1.0, 0.5 / total), g))
 
 
-@pytest.mark.parametrize("name", ALIASES)
+@pytest.mark.parametrize("name", cases(ALIASES))
 def test_inject_learning_rate_without_recompiling(name):
     """The update is linear in the injected learning rate, changed between jitted steps with one compilation."""
     tx = optax.inject_hyperparams(lambda learning_rate: OPTIMIZERS[name](learning_rate))(learning_rate=1.0)
@@ -53,6 +53,27 @@ def test_inject_learning_rate_without_recompiling(name):
     assert update._cache_size() == 1
     for lr, u, unit in zip(lrs, *runs, strict=True):
         _close(u, jax.tree.map(lambda x: lr * x, unit), rtol=1e-6)
+
+
+CONSTRAINED = ("muonh", "adamh", "manifold_muon")
+"""Steps that land on a set (a sphere, the Stiefel manifold): not linear in the learning rate."""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", CONSTRAINED)
+def test_inject_learning_rate_of_constrained_optimizers(name):
+    """An injected learning rate changed between jitted steps (one compilation) gives, at every step, the update of
+    the optimizer built with that learning rate, from the same state."""
+    tx = optax.inject_hyperparams(lambda learning_rate: OPTIMIZERS[name](learning_rate))(learning_rate=1.0)
+    params = small_params()
+    update = jax.jit(tx.update)
+    state = tx.init(params)
+    for t, lr in enumerate([0.1, 0.05, 0.2]):
+        state.hyperparams["learning_rate"] = jnp.asarray(lr, state.hyperparams["learning_rate"].dtype)
+        want, _ = jax.jit(OPTIMIZERS[name](lr).update)(grads(params, t), state.inner_state, params)
+        u, state = update(grads(params, t), state, params)
+        _close(u, want, rtol=1e-4, atol=1e-6)  # two programs: the polar kernels' fp32 round-off differs
+    assert update._cache_size() == 1
 
 
 def test_inject_beta_and_weight_decay_between_steps():

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import optax
 
 from normopt._numerics import check_range, check_static, compute_dtype, path_names, path_str
+from normopt.layouts._core import normalize
 
 MAX_LOGITS = "max_logits"  # the name the attention function sows its record under
 
@@ -59,7 +60,7 @@ def _flax_heads(params: Any) -> dict[str, QKHeads]:
                 part: tuple("/".join((*node, part, p)) for p in ("kernel", "bias") if (*node, part, p) in leaves)
                 for part in ("query", "key")
             }
-            found["/".join(node)] = QKHeads(paths["query"], paths["key"])
+            found["/".join(normalize(node))] = QKHeads(paths["query"], paths["key"])  # named as max_logits does
     return found
 
 
