@@ -15,7 +15,11 @@ rounds (each round calls every candidate once, so machine noise hits all of them
   ``gemm_fraction`` = kernel GFLOP/s / GEMM GFLOP/s of the same run.
 * optax: ``optax.contrib._muon.orthogonalize_via_newton_schulz`` with the Jordan quintic for 5 steps, both as
   optax.contrib.muon passes it by default (a (3,) array → unrolled fori_loop: ``optax_jordan``) and as a
-  (5, 3) table (scan: ``optax_jordan_table``). ``vs_optax`` = time / optax_jordan time.
+  (5, 3) table (scan: ``optax_jordan_table``). ``vs_optax`` = time / optax_jordan time, ``vs_optax_table`` = time /
+  optax_jordan_table time (optax's fastest configuration), ``vs_default`` = time / normopt's 5-step
+  ``polar_express`` time (the default kernel).
+* ``turbo``: AOL-preconditioned Polar Express, 4 steps (Turbo-Muon). Its output is the polar factor of D X, a
+  row-rescaled X, and is scored like every other row against the exact U Vᵀ of X itself.
 * Accuracy on U diag(s) Vᵀ with s log-spaced in [1e-3, 1] (random orthogonal U, V; exact polar factor U Vᵀ):
   worst |σ − 1| over the output's singular values, and ‖O − U Vᵀ‖_F / ‖U Vᵀ‖_F (worst over batch slices).
 """
@@ -43,7 +47,7 @@ from normopt.polar import default_steps, orthogonalize  # noqa: E402
 
 FULL_SHAPES = [(256, 256), (1024, 1024), (1024, 4096), (4096, 1024), (12, 768, 768)]
 QUICK_SHAPES = [(128, 128), (128, 512), (4, 96, 96)]
-METHODS = ["polar_express", "gram_newton_schulz", "jordan", "you", "svd"]
+METHODS = ["polar_express", "turbo", "gram_newton_schulz", "jordan", "you", "svd"]
 JORDAN = (3.4445, -4.7750, 2.0315)
 
 
@@ -114,6 +118,7 @@ def run_shape(shape: tuple[int, ...], methods: list[str], repeats: int = 5, dtyp
             "ms_min": 1e3 * float(np.min(times[name])),
             "vs_optax": med[name] / med["optax_jordan"],
             "vs_optax_table": med[name] / med["optax_jordan_table"],
+            "vs_default": med[name] / med["polar_express"] if "polar_express" in med else None,
         }
         if steps:
             row["gflops"] = steps * step_flops / med[name] / 1e9
@@ -147,17 +152,40 @@ def markdown(meta: dict, rows: list[dict]) -> str:
         f"{meta['load_average_after']:.1f} (other processes share the cores). GFLOP/s use the nominal 4mn²+2n³ "
         "per step; GEMM = one (n×n)@(n×m) product; "
         "σ-err = worst |σ−1|, fro-err = ‖O − UVᵀ‖_F/‖UVᵀ‖_F on a log-spaced spectrum in [1e-3, 1].\n\n"
-        "| shape | method | steps | ms | GFLOP/s | of GEMM | vs optax | vs optax (table) | σ-err | fro-err |\n"
-        "|---|---|---|---|---|---|---|---|---|---|\n"
+        "| shape | method | steps | ms | GFLOP/s | of GEMM | vs optax | vs optax (table) | vs 5-step default | σ-err "
+        "| fro-err |\n|---|---|---|---|---|---|---|---|---|---|---|\n"
     )
     fmt = lambda v, f: "—" if v is None else format(v, f)
     body = "".join(
         f"| {'×'.join(map(str, r['shape']))} | {r['method']} | {fmt(r['steps'], 'd')} | {r['ms']:.1f} | "
         f"{fmt(r.get('gflops'), '.1f')} | {fmt(r.get('gemm_fraction'), '.0%')} | {r['vs_optax']:.2f} | "
-        f"{r['vs_optax_table']:.2f} | {fmt(r.get('max_sigma_err'), '.3f')} | {fmt(r.get('rel_fro_err'), '.3f')} |\n"
+        f"{r['vs_optax_table']:.2f} | {fmt(r.get('vs_default'), '.2f')} | "
+        f"{fmt(r.get('max_sigma_err'), '.3f')} | {fmt(r.get('rel_fro_err'), '.3f')} |\n"
         for r in rows
     )
-    return head + body
+    return head + body + _target_lines(rows)
+
+
+def _target_lines(rows: list[dict]) -> str:
+    """Per shape: does ``turbo`` meet "≤ 0.85× the 5-step default's time at equal or better accuracy"?"""
+    by_shape: dict[tuple, dict] = {}
+    for r in rows:
+        by_shape.setdefault(tuple(r["shape"]), {})[r["method"]] = r
+    lines = []
+    for shape, rs in by_shape.items():
+        if "turbo" not in rs or "polar_express" not in rs:
+            continue
+        t, d = rs["turbo"], rs["polar_express"]
+        fast = t["vs_default"] <= 0.85
+        accurate = t["max_sigma_err"] <= d["max_sigma_err"] and t["rel_fro_err"] <= d["rel_fro_err"]
+        verdict = "meets" if fast and accurate else "does not meet"
+        lines.append(
+            f"* {'×'.join(map(str, shape))}: turbo {verdict} the target — {t['vs_default']:.2f}× the default's time, "
+            f"σ-err {t['max_sigma_err']:.3f} vs {d['max_sigma_err']:.3f}, "
+            f"fro-err {t['rel_fro_err']:.3f} vs {d['rel_fro_err']:.3f}.\n"
+        )
+    head = "\nTarget (issue 16): turbo at ≤ 0.85× the 5-step default's time with equal or better accuracy.\n\n"
+    return head + "".join(lines) if lines else ""
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -188,7 +216,8 @@ def main(argv: list[str] | None = None) -> None:
             print(
                 f"{'×'.join(map(str, shape)):>12} {r['method']:>20} {r['ms']:9.1f} ms  "
                 f"{r.get('gflops', float('nan')):6.1f} GFLOP/s  {r.get('gemm_fraction', float('nan')):5.0%} of GEMM  "
-                f"{r['vs_optax']:5.2f}× optax  σ-err {r.get('max_sigma_err', float('nan')):.3f}  "
+                f"{r['vs_optax']:5.2f}× optax  {r['vs_default'] or float('nan'):5.2f}× default  "
+                f"σ-err {r.get('max_sigma_err', float('nan')):.3f}  "
                 f"fro-err {r.get('rel_fro_err', float('nan')):.3f}",
                 flush=True,
             )

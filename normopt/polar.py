@@ -25,6 +25,15 @@ For the Polar Express family the first step also tightens the scale for free: σ
 much closer to σ_max than ‖X‖_F (1.1–1.5× vs 2–9× on 64–1024-wide matrices with log-spaced spectra), so the
 small singular values start higher: worst |σ − 1| ≈ 0.2 instead of ≈ 0.6 at n = 64, spectrum in [1e-3, 1].
 
+``"turbo"`` adds AOL preconditioning (Turbo-Muon, Boissin et al. 2025, arXiv:2512.04632; AOL: Prach & Lampert
+2022, arXiv:2208.03160) on the short side, reusing the first step's Gram matrix: with A = X Xᵀ and
+D = diag(Σⱼ |Aᵢⱼ|)^(−1/2), ‖D X‖₂ ≤ 1, and the iteration runs on D X (A ← D A D, no extra product), then
+Schatten-8-tightened where that bound is smaller, with a 4-step Polar Express table for ℓ = 3·10⁻³. As in
+Turbo-Muon, the result is the polar factor of D X, which is *not* U Vᵀ of X unless D ∝ I: a row rescaling of
+the gradient (on log-spaced spectra with random singular vectors, ‖polar(D X) − U Vᵀ‖_F/√n ≈ 0.04–0.06). D does
+not change σ_min/σ_max there either, so its 4 steps are far less accurate than the default's 5
+(benchmarks/results/kernels.md); it pays off only where the short side's rows have very unequal scales.
+
 Speed (measured with benchmarks/kernels.py on a 2-core CPU): every product whose result is symmetric (``X Xᵀ``,
 ``A²``, all Gram-NS products) is formed blockwise from its upper triangle (0.6–0.75 of the GEMM FLOPs, exactly
 symmetric output); ``polar_express`` switches to Gram-NS from aspect ratio 1.5 (measured 0.8× the standard
@@ -98,20 +107,23 @@ COEFFICIENTS["gram_newton_schulz"] = COEFFICIENTS["polar_express"]
 # The authors' iteration as published (Amsel et al. 2025, Alg. 1 and its code): the same table on X₀ = G/(1.01·‖G‖_F),
 # without normopt's Schatten-8 tightening or its switch to Gram-NS for non-square inputs.
 COEFFICIENTS["polar_express_reference"] = COEFFICIENTS["polar_express"]
-METHODS = (*COEFFICIENTS, "svd")
 # Input is divided by s·‖X‖_F; s > 1 only for the Polar Express family (REFERENCES §2).
 _INPUT_SAFETY = {
     "polar_express": POLAR_EXPRESS_SAFETY,
     "gram_newton_schulz": POLAR_EXPRESS_SAFETY,
     "polar_express_reference": POLAR_EXPRESS_SAFETY,
+    "turbo": POLAR_EXPRESS_SAFETY,
 }
 # The methods whose input is rescaled by its Schatten-8 norm (a tighter bound on σ_max than ‖X‖_F).
-_TIGHTENED = {"polar_express", "gram_newton_schulz"}
+_TIGHTENED = {"polar_express", "gram_newton_schulz", "turbo"}
+# The methods that run on D X, D = AOL's diagonal row rescale of the short side (Turbo-Muon).
+_AOL = {"turbo"}
 # Tables that may be repeated past their length: single-row schedules, and Polar Express (last row = Padé).
 _REPEATABLE = {
     "polar_express",
     "gram_newton_schulz",
     "polar_express_reference",
+    "turbo",
     "jordan",
     "newton_schulz",
     "newton_schulz_quintic",
@@ -127,14 +139,14 @@ def default_steps(method: str | ArrayLike) -> int | None:
       method: a name in ``METHODS`` or a coefficient table of shape (steps, 3).
 
     Returns:
-      5 for every named iteration, the row count of a table, ``None`` for ``"svd"``.
+      5 for every named iteration but ``"turbo"`` (4), the row count of a table, ``None`` for ``"svd"``.
 
     Raises:
       ValueError: for an unknown method name.
     """
     if isinstance(method, str):
         _check_name(method)
-        return None if method == "svd" else 5
+        return None if method == "svd" else TURBO_STEPS if method == "turbo" else 5
     return int(np.shape(method)[0])
 
 
@@ -275,8 +287,18 @@ def polar_express_coefficients(
     return np.array(rows) if safety_in_recursion else _with_safety(np.array(rows), safety)
 
 
+# Turbo-Muon's AOL-preconditioned Polar Express: 4 steps by default, rows for the interval [3e-3, 1] (8 rows:
+# rows 5–8 continue to the Padé quintic, so steps > 4 converge).
+TURBO_STEPS = 4
+TURBO_LOWER = 3e-3
+COEFFICIENTS["turbo"] = polar_express_coefficients(8, lower=TURBO_LOWER, safety=POLAR_EXPRESS_SAFETY)
+METHODS = (*COEFFICIENTS, "svd")
+
+
 # ----------------------------------------------------------------------------------------------------------- JAX
-_MIN_SPLIT = 384  # symmetric products are split into blocks while the output side is at least this
+# Symmetric products are split into blocks while the output side is at least this (at 256², splitting from 256 or
+# 128 measured no faster: the 15 products of 5 steps already run at the single-GEMM rate there).
+_MIN_SPLIT = 384
 _MAP_MIN = 64  # batches of matrices with at least this short side are iterated one matrix at a time
 
 
@@ -298,13 +320,25 @@ def _gram(x: jax.Array) -> jax.Array:
     return _sym_matmul(x, jnp.swapaxes(x, -1, -2))
 
 
-def _tightened(x: jax.Array, safety: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """X, A = X Xᵀ and A², rescaled so that the Schatten-8 norm ‖X‖_S8 = ‖A²‖_F^(1/4) = (Σσ⁸)^(1/8) ≥ σ_max
-    becomes 1/safety. It is much closer to σ_max than ‖X‖_F, so small singular values start higher (better
-    accuracy at equal steps), and costs no extra product: the first step needs A and A² anyway."""
+def _prescale(x: jax.Array, safety: jax.Array, tighten: bool, aol: bool) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """X, A = X Xᵀ and A² for the first step, with X first replaced by D X (``aol``: D = diag(Σⱼ|Aᵢⱼ|)^(−1/2), so
+    ‖D X‖₂ ≤ 1 and A ← D A D) and then rescaled so that its bound on σ_max becomes 1/safety: the Schatten-8 norm
+    ‖X‖_S8 = ‖A²‖_F^(1/4) = (Σσ⁸)^(1/8) ≥ σ_max (``tighten``; with ``aol`` the smaller of it and 1), else 1.
+    ‖X‖_S8 is much closer to σ_max than ‖X‖_F, so small singular values start higher (better accuracy at equal
+    steps). Neither costs an extra product: the first step needs A and A² anyway."""
     a = _gram(x)
+    if aol:  # row sums in ≥ fp32; a zero row (zero input) gets d = 0 and stays zero
+        rows = jnp.sum(jnp.abs(a.astype(safety.dtype)), axis=-1, keepdims=True)
+        d = jnp.where(rows > 0, jax.lax.rsqrt(jnp.where(rows > 0, rows, 1)), 0)
+        x = (d * x).astype(x.dtype)
+        a = (d * a * jnp.swapaxes(d, -1, -2)).astype(a.dtype)
     a2 = _sym_matmul(a, a)
+    if not tighten:
+        alpha = jnp.asarray(1 / safety, x.dtype)
+        return alpha * x, alpha**2 * a, alpha**4 * a2
     s8 = jnp.sum(jnp.square(a2.astype(safety.dtype)), axis=(-2, -1), keepdims=True) ** 0.125
+    if aol:
+        s8 = jnp.minimum(s8, 1)
     alpha = jnp.where(s8 > 0, 1 / (safety * jnp.where(s8 > 0, s8, 1)), 1).astype(x.dtype)
     return alpha * x, alpha**2 * a, alpha**4 * a2
 
@@ -318,7 +352,7 @@ def _combine(*terms: ArrayLike) -> jax.Array:
     return acc.astype(dtype)
 
 
-def _newton_schulz(x: jax.Array, table: jax.Array, safety: jax.Array, tighten: bool) -> jax.Array:
+def _newton_schulz(x: jax.Array, table: jax.Array, safety: jax.Array, tighten: bool, aol: bool) -> jax.Array:
     """Standard iteration, 3 products per step (two of them symmetric): X ← aX + (bA + cA²)X, A = X Xᵀ."""
 
     def step(x, abc, a=None, a2=None):
@@ -327,23 +361,23 @@ def _newton_schulz(x: jax.Array, table: jax.Array, safety: jax.Array, tighten: b
         ca2 = _sym_matmul(_combine(abc[2], a), a) if a2 is None else _combine(abc[2], a2)  # (c·A)·A: optax's order
         return _combine(abc[0], x, 1.0, _combine(abc[1], a, 1.0, ca2) @ x)
 
-    if tighten:
-        x, a, a2 = _tightened(x, safety)
+    if tighten or aol:
+        x, a, a2 = _prescale(x, safety, tighten, aol)
         x = step(x, table[0], a, a2)
         table = table[1:]
     return jax.lax.scan(lambda x, abc: (step(x, abc), None), x, table)[0]
 
 
 def _gram_newton_schulz(
-    x: jax.Array, table: jax.Array, safety: jax.Array, tighten: bool, restarts: tuple[int, ...]
+    x: jax.Array, table: jax.Array, safety: jax.Array, tighten: bool, aol: bool, restarts: tuple[int, ...]
 ) -> jax.Array:
     """Gram Newton–Schulz: X_k = Q_k X₀ with R = X Xᵀ, P = aI + bR + cR², Q ← PQ, R ← P(PR)."""
     eye = jnp.eye(x.shape[-2], dtype=x.dtype)
     poly = lambda r, r2, abc: abc[0] * eye + abc[1] * r + abc[2] * r2
     bounds = [0, *sorted(k for k in set(restarts) if 0 < k < table.shape[0]), table.shape[0]]
     for start, stop in itertools.pairwise(bounds):
-        if tighten and start == 0:
-            x, r, r2 = _tightened(x, safety)
+        if (tighten or aol) and start == 0:
+            x, r, r2 = _prescale(x, safety, tighten, aol)
         else:
             r = _gram(x)
             r2 = _sym_matmul(r, r)
@@ -369,8 +403,10 @@ def _svd_polar(x: jax.Array) -> jax.Array:
     return (u * (s > tol)[..., None, :]) @ vh
 
 
-@functools.partial(jax.jit, static_argnames=("kind", "compute_dtype", "tighten", "restarts"))
-def _orthogonalize(x, table, scale, eps, *, kind: str, compute_dtype: str, tighten: bool, restarts: tuple[int, ...]):
+@functools.partial(jax.jit, static_argnames=("kind", "compute_dtype", "tighten", "aol", "restarts"))
+def _orthogonalize(
+    x, table, scale, eps, *, kind: str, compute_dtype: str, tighten: bool, aol: bool, restarts: tuple[int, ...]
+):
     out_dtype = x.dtype
     acc = _numerics.compute_dtype(jnp.dtype(compute_dtype))  # normalization in ≥ fp32
     x = x.astype(acc)
@@ -388,8 +424,8 @@ def _orthogonalize(x, table, scale, eps, *, kind: str, compute_dtype: str, tight
     def iterate(x):
         x = (x / (scale * jnp.linalg.norm(x, axis=(-2, -1), keepdims=True) + eps)).astype(compute_dtype)
         if kind == "gram":
-            return _gram_newton_schulz(x, table, scale, tighten, restarts)
-        return _newton_schulz(x, table, scale, tighten)
+            return _gram_newton_schulz(x, table, scale, tighten, aol, restarts)
+        return _newton_schulz(x, table, scale, tighten, aol)
 
     shape = x.shape
     if x.ndim > 2 and shape[-2] >= _MAP_MIN:  # one matrix at a time: XLA:CPU's batched dot is ~25 % slower
@@ -425,7 +461,9 @@ def orthogonalize(
         max(m, n)/min(m, n) ≥ ``GRAM_ASPECT_RATIO``), ``"jordan"``, ``"you"`` (``steps=6`` selects ``"you6"``),
         ``"newton_schulz"``, ``"newton_schulz_quintic"``, ``"gram_newton_schulz"`` (Polar Express polynomial),
         ``"polar_express_reference"`` (the authors' iteration exactly: X₀ = G/(1.01·‖G‖_F + eps), standard steps,
-        no Schatten-8 rescale, no Gram-NS switch), ``"svd"`` (exact reference) — or a coefficient table of shape
+        no Schatten-8 rescale, no Gram-NS switch), ``"turbo"`` (Turbo-Muon: AOL-preconditioned Polar Express,
+        4 steps by default; returns the polar factor of D x for a diagonal row rescale D of the short side, not
+        exactly x's U Vᵀ — see the module notes), ``"svd"`` (exact reference) — or a coefficient table of shape
         (steps, 3), applied with safety 1.
       steps: static Python int; ``None`` means ``default_steps(method)``. Polar Express and single-row tables
         repeat their last row; other tables allow at most their row count. Under ``optax.inject_hyperparams``
@@ -462,6 +500,9 @@ def orthogonalize(
       Muon algorithm <https://arxiv.org/abs/2505.16932>`_, 2025.
 
       Bernstein & Newhouse, `Old optimizer, new norm: an anthology <https://arxiv.org/abs/2409.20325>`_, 2024.
+
+      Boissin, Massena, Mamalet & Serrurier, `Turbo-Muon: accelerating orthogonality-based optimization with
+      pre-conditioning <https://arxiv.org/abs/2512.04632>`_, 2025.
     """
     check_kernel(method, steps, compute_dtype)
     x = jnp.asarray(x)
@@ -487,7 +528,8 @@ def orthogonalize(
             table = np.concatenate([table, np.repeat(table[-1:], steps - table.shape[0], axis=0)])
         table = table[:steps]
         m, n = x.shape[-2:]
-        gram = name == "gram_newton_schulz" or (name == "polar_express" and max(m, n) >= GRAM_ASPECT_RATIO * min(m, n))
+        wide = max(m, n) >= GRAM_ASPECT_RATIO * min(m, n)
+        gram = name == "gram_newton_schulz" or (name in ("polar_express", "turbo") and wide)
         kind = "gram" if gram else "ns"
     restarts = (2, 4) if compute_dtype == "bfloat16" else (2,)
     # Schatten-8 tightening only for the Polar Express family (designed for σ ∈ [ℓ, 1]); fp16 would underflow σ⁸.
@@ -500,5 +542,6 @@ def orthogonalize(
         kind=kind,
         compute_dtype=compute_dtype,
         tighten=tighten,
+        aol=name in _AOL,
         restarts=restarts,
     )

@@ -11,7 +11,7 @@ import optax
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from references import POLAR_EXPRESS_PUBLISHED, spectrum_matrix
+from references import POLAR_EXPRESS_PUBLISHED, polar_factor, spectrum_matrix
 from references import relative_error as rel_err
 
 from normopt import polar
@@ -229,3 +229,106 @@ def test_benchmark_smoke():
     assert rows["polar_express"]["max_sigma_err"] < 0.25  # 5 safe PE steps: σ ∈ [1e-3, 1]·σ_max ↦ within 0.25 of 1
     assert rows["polar_express"]["max_sigma_err"] < rows["optax_jordan"]["max_sigma_err"]
     assert rows["polar_express"]["rel_fro_err"] < rows["optax_jordan"]["rel_fro_err"]
+
+
+# ------------------------------------------------------------------------------------- turbo (AOL preconditioning)
+def aol_rescaled(x):
+    """float64 reference: D X on the short side, D = diag(Σⱼ|Aᵢⱼ|)^(−1/2), A = X Xᵀ (Prach & Lampert 2022)."""
+    tall = x.shape[0] > x.shape[1]
+    y = x.T if tall else x
+    rows = np.abs(y @ y.T).sum(axis=1)
+    d = np.where(rows > 0, 1 / np.sqrt(np.where(rows > 0, rows, 1)), 0)
+    y = d[:, None] * y
+    return y.T if tall else y
+
+
+def turbo_reference(x, steps):
+    """float64 reference of what "turbo" computes: U p(α·Σ) Vᵀ for D X = U Σ Vᵀ, p = ``steps`` rows of the
+    ℓ = 3e-3 Polar Express schedule, α = 1/(1.01·min(1, ‖D X‖_S8)) (AOL guarantees σ_max(D X) ≤ 1)."""
+    u, s, vt = np.linalg.svd(aol_rescaled(x), full_matrices=False)
+    assert s.max() <= 1 + 1e-12  # the AOL bound itself
+    s8 = np.sum(s**8) ** 0.125
+    s = s / (1.01 * min(1.0, s8)) if s8 > 0 else s
+    for a, b, c in polar_express_coefficients(8, lower=3e-3)[:steps]:
+        s = a * s + b * s**3 + c * s**5
+    return (u * s) @ vt
+
+
+def row_scaled(rng, m, n, spread=1.0, lo=1e-2):
+    return np.exp(rng.normal(0, spread, m))[:, None] * spectrum_matrix(rng, m, n, lo=lo)[0]
+
+
+def test_turbo_defaults():
+    assert polar.default_steps("turbo") == 4 and "turbo" in polar.METHODS
+    polar.check_kernel("turbo", 7, None)  # repeats its last row (the Padé quintic)
+    np.testing.assert_allclose(polar.COEFFICIENTS["turbo"][-1], (15 / 8, -10 / 8, 3 / 8), atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(48, 40), (40, 64)])
+def test_turbo_is_polar_express_on_aol_rescaled_input(shape):
+    """Log-spaced spectra (cond 100), rows rescaled by e^N(0,1): the output is U p(αΣ) Vᵀ of D X exactly (the
+    reference composes the scalar polynomials), and with 8 steps it converges to polar(D X) — not to polar(X)."""
+    x = row_scaled(np.random.default_rng(7), *shape)
+    xj = jnp.asarray(x, jnp.float32)
+    np.testing.assert_allclose(orthogonalize(xj, "turbo"), turbo_reference(x, 4), atol=2e-4)
+    out8 = np.asarray(orthogonalize(xj, "turbo", steps=8), np.float64)
+    target, exact = polar_factor(aol_rescaled(x)), polar_factor(x)
+    assert rel_err(out8, target) < 1e-4
+    gap = rel_err(target, exact)  # the direction AOL changes: a real difference on row-scaled inputs
+    assert gap > 0.05 and rel_err(out8, exact) == pytest.approx(gap, abs=1e-4)
+
+
+def test_turbo_on_the_benchmark_spectrum():
+    """σ log-spaced in [1e-3, 1] with random singular vectors (the benchmark's family): D barely changes the
+    spectrum, so 4 steps are the 4-step map of the reference and are measurably *less* accurate than the 5-step
+    default (the issue's target is not reachable here: 4 optimal quintic steps cannot match 5 on [1e-3, 1])."""
+    x, u, v, _ = spectrum_matrix(np.random.default_rng(8), 64, 64)
+    xj, exact = jnp.asarray(x, jnp.float32), u @ v.T
+    out = np.asarray(orthogonalize(xj, "turbo"), np.float64)
+    reference = turbo_reference(x, 4)
+    np.testing.assert_allclose(out, reference, atol=2e-4)
+    sv = np.linalg.svd(reference, compute_uv=False)
+    np.testing.assert_allclose(np.linalg.svd(out, compute_uv=False), sv, atol=2e-4)
+    assert rel_err(out, exact) == pytest.approx(rel_err(reference, exact), abs=1e-4)
+    default = np.asarray(orthogonalize(xj), np.float64)
+    assert rel_err(out, exact) > 2 * rel_err(default, exact)
+    assert np.abs(sv - 1).max() > np.abs(np.linalg.svd(default, compute_uv=False) - 1).max()
+
+
+def test_turbo_zero_rank_one_and_nan():
+    x = np.zeros((12, 20))
+    assert bool(jnp.all(orthogonalize(jnp.asarray(x, jnp.float32), "turbo") == 0))
+    x[:4] = np.random.default_rng(9).standard_normal((4, 20))  # zero rows: D is 0 there, no NaN
+    out = np.asarray(orthogonalize(jnp.asarray(x, jnp.float32), "turbo"), np.float64)
+    assert np.all(np.isfinite(out)) and np.all(out[4:] == 0)
+    rng = np.random.default_rng(10)
+    u, v = rng.standard_normal(12), rng.standard_normal(20)
+    x = 3.0 * np.outer(u, v)
+    out = np.asarray(orthogonalize(jnp.asarray(x, jnp.float32), "turbo"), np.float64)
+    target = polar_factor(aol_rescaled(x))  # (D u)vᵀ/(‖D u‖‖v‖): same v, direction of u rescaled
+    scale = np.sum(out * target)
+    np.testing.assert_allclose(out, scale * target, atol=1e-4)
+    sigma = 1 / 1.01  # one σ: the Schatten-8 bound is exact, σ starts at 1/1.01 ...
+    for a, b, c in polar_express_coefficients(8, lower=3e-3)[:4]:
+        sigma = a * sigma + b * sigma**3 + c * sigma**5
+    assert scale == pytest.approx(sigma, abs=1e-4) and abs(sigma - 1) < 0.2  # ... and ends at the top of the band
+    np.testing.assert_allclose(out, turbo_reference(x, 4), atol=1e-4)
+    assert bool(jnp.all(jnp.isnan(orthogonalize(jnp.full((12, 20), jnp.nan), "turbo"))))
+
+
+def test_turbo_batched_and_low_precision():
+    rng = np.random.default_rng(11)
+    x = np.stack([row_scaled(rng, 40, 64) for _ in range(3)])  # aspect 1.6: the Gram-NS route
+    out = orthogonalize(jnp.asarray(x, jnp.float32), "turbo")
+    per_slice = [orthogonalize(jnp.asarray(s, jnp.float32), "turbo") for s in x]
+    np.testing.assert_allclose(out, jnp.stack(per_slice), atol=2e-6)
+    inputs = (x[0], 1e4 * rng.standard_normal((40, 64)), row_scaled(rng, 40, 64, spread=2.0))
+    for xs in inputs:
+        low = orthogonalize(jnp.asarray(xs, jnp.bfloat16), "turbo")
+        assert low.dtype == jnp.bfloat16 and bool(jnp.all(jnp.isfinite(low)))
+        low64, reference = np.asarray(low, np.float64), turbo_reference(xs, 4)
+        top = np.linalg.svd(reference, compute_uv=False).max()  # the 4-step map's band reaches ≈ 1.19
+        assert np.linalg.svd(low64, compute_uv=False).max() < top + 0.05
+        assert rel_err(low64, reference) < 0.05
+    half = orthogonalize(jnp.asarray(x[0], jnp.float16), "turbo")  # fp16: AOL without Schatten-8
+    assert half.dtype == jnp.float16 and bool(jnp.all(jnp.isfinite(half)))
