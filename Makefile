@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo data test test-slow test-all bench-kernels bench-step bench-train bench-sharded docs lint clean
+.PHONY: demo data test test-slow test-all bench-kernels bench-step bench-train bench-leaderboard bench-sharded bench-device docs lint clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -59,8 +59,15 @@ bench-step: $(VENV)/.installed
 bench-train: $(VENV)/.installed
 	$(BIN)/python benchmarks/train.py --suite quick
 
+bench-leaderboard: $(VENV)/.installed data
+	$(BIN)/python benchmarks/leaderboard.py
+
 bench-sharded: $(VENV)/.installed
 	$(BIN)/python benchmarks/sharded.py
+
+# On a machine with a GPU/TPU jax (installs nothing): kernels fp32/bf16 and the optimizer step.
+bench-device:
+	bash benchmarks/device.sh
 
 docs: $(VENV)/.installed
 	$(BIN)/mkdocs build --strict
