@@ -64,8 +64,9 @@ def loss(params):
     return sum(jnp.sum(jnp.sin(p) * p) for p in jax.tree.leaves(params))
 
 
-def train(opts, params, steps=2, init_jit=False):
-    """``steps`` steps of every optimizer in ``opts`` ({name: tx}) from ``params``, all in one jitted function.
+def train(opts, params, steps=2, init_jit=False, extra=None):
+    """``steps`` steps of every optimizer in ``opts`` ({name: tx}) from ``params``, all in one jitted function;
+    ``extra`` ({name: {keyword: value}}) holds extra ``update`` arguments (QK-Clip's ``max_logits``).
 
     Returns ({name: final params}, {name: final state}, compiled HLO text)."""
     init = lambda p: {k: tx.init(p) for k, tx in opts.items()}
@@ -74,7 +75,7 @@ def train(opts, params, steps=2, init_jit=False):
     def step(ps, ss):
         out_p, out_s = {}, {}
         for k, tx in opts.items():
-            u, out_s[k] = tx.update(jax.grad(loss)(ps[k]), ss[k], ps[k])
+            u, out_s[k] = tx.update(jax.grad(loss)(ps[k]), ss[k], ps[k], **(extra or {}).get(k, {}))
             out_p[k] = optax.apply_updates(ps[k], u)
         return out_p, out_s
 
@@ -161,6 +162,60 @@ def check(results, name, final, reference, start, params, state, hlo=None):
         results[f"{name}/{k}"] = entry
 
 
+def frontier_params(rng):
+    """The frontier optimizers' tree: FSDP- and TP-style 64×32 matrices, a scanned stack, a bias, and an attention's
+    query/key kernels [in, heads, head_dim] (QK-Clip rescales their heads). No optimizer-state vector has a
+    parameter's shape (NorMuon's per-neuron ν is (32,) or (2, 32), the bias (24,)), so :func:`specs_kept` cannot
+    match a state vector to the wrong parameter."""
+    shapes = {
+        "w_in": ((64, 32), P("x", None)),
+        "w_in2": ((64, 32), P(None, "x")),
+        "scan": ((2, 64, 32), P(None, None, "x")),
+        "bias": ((24,), P("x")),
+        "attn": {
+            "query": {"kernel": ((64, 4, 8), P("x", None, None))},
+            "key": {"kernel": ((64, 4, 8), P(None, None, "x"))},
+        },
+    }
+    is_spec = lambda x: isinstance(x, tuple) and isinstance(x[1], P)
+    values = jax.tree.map(lambda s: rng.standard_normal(s[0]).astype(np.float32), shapes, is_leaf=is_spec)
+    return jax.tree.map(lambda s: s[1], shapes, is_leaf=is_spec), values
+
+
+MAX_LOGITS = {"attn": jnp.array([4.0, 0.5, 2.0, 1.0])}  # heads 0 and 2 above the threshold 1: clipped
+
+
+def frontier_transforms(layer):
+    """NorMuon, MuonH, PolarGrad and MuonClip layer-sharded (``layer``; None: the reference); AdamH, manifold Muon,
+    SOAP and SPlus have no ``sharding=`` and run on the sharded params as they are. SOAP/SPlus rotate only sides
+    ≤ 32, whose factors G Gᵀ have full rank here: a rank-deficient factor's null-space basis is arbitrary (and
+    differs between compilations), which no sharded run could reproduce."""
+    return {
+        "normuon": normopt.normuon(0.05, weight_decay=0.1, sharding=layer, **KERNEL),
+        "muonh": normopt.muonh(0.05, sharding=layer, **KERNEL),
+        "adamh": normopt.adamh(0.05),
+        "manifold_muon": normopt.manifold_muon(0.05, dual_steps=20),
+        "soap": normopt.soap(0.01, precondition_frequency=2, max_precond_dim=32),
+        "splus": normopt.splus(0.01, precondition_frequency=2, max_precond_dim=32),
+        "polargrad": normopt.polargrad(0.01, sharding=layer, **KERNEL),
+        "muon_clip": normopt.muon_clip(0.05, threshold=1.0, weight_decay=0.1, sharding=layer, **KERNEL),
+    }
+
+
+def frontier(results, mode: str):
+    """Three steps (SOAP's first only builds its basis) of every frontier optimizer on an 8-device ``mode`` mesh."""
+    specs, values = frontier_params(np.random.default_rng(2))
+    start = jax.tree.map(jnp.asarray, values)
+    extra = {"muon_clip": {"max_logits": MAX_LOGITS}}
+    reference, _, _ = train(frontier_transforms(None), start, steps=3, extra=extra)
+    mesh = jax.make_mesh((8,), ("x",), axis_types=(MODES[mode],))
+    with jax.set_mesh(mesh):
+        params = jax.tree.map(lambda v, s: jax.device_put(v, NamedSharding(mesh, s)), values, specs)
+        txs = frontier_transforms(nsh.layer_sharded(mesh))
+        final, state, _ = train(txs, params, steps=3, init_jit=mode == "explicit", extra=extra)
+    check(results, f"frontier/{mode}", final, reference, start, params, state)
+
+
 def main(full: bool):
     """``full`` also runs every transformation on the Auto mesh (slow: eager init of sharded state)."""
     results = {}
@@ -196,6 +251,7 @@ def main(full: bool):
         params = put(mesh, shapes, values)
         final, state, hlo = train({"muon_layer": muon(nsh.layer_sharded(mesh))["muon"]}, params, init_jit=True)
         check(results, "fsdp_tp/explicit", final, reference, start, params, state, hlo)
+    frontier(results, "explicit")
     json.dump(results, sys.stdout)
 
 

@@ -200,6 +200,7 @@ def muonh(
     adam_weight_decay: float = 0.0,
     adam_nesterov: bool = False,
     mask: Any = None,
+    sharding: Any = None,
 ) -> NormedTransformation:
     """MuonH: Muon's polar factor as the direction, each hidden matrix kept on the sphere of its initial norm.
 
@@ -233,6 +234,8 @@ def muonh(
       adam_weight_decay: AdamW's decoupled weight decay (the fallback leaves only).
       adam_nesterov: NAdam for the Adam directions (Levanter: plain Adam).
       mask: which fallback leaves decay (a pytree of bools or a callable, as ``optax.adamw``).
+      sharding: None, or :func:`normopt.sharding.layer_sharded` (the polar factor of whole matrices spread over a
+        mesh; the projection onto the sphere then runs where the update lies).
 
     Returns:
       A :class:`normopt.alias.NormedTransformation`; ``update`` needs ``params``.
@@ -271,7 +274,7 @@ def muonh(
     sphere = project_to_hyperball(learning_rate, radius=radius, layout=layout, strict=strict)
     muon_h = optax.chain(
         transforms.momentum(beta, nesterov=nesterov, mu_dtype=mu_dtype),
-        transforms.dualize(lambda path, leaf: norms_lib.with_layout(kernel, reader(path, leaf))),
+        transforms.dualize(lambda path, leaf: norms_lib.with_layout(kernel, reader(path, leaf)), sharding=sharding),
         sphere,
     )
     adam_h = optax.chain(

@@ -24,7 +24,15 @@ import jax.numpy as jnp
 import optax
 
 from normopt import layouts, partition, polar, transforms
-from normopt._numerics import check_dtype, check_range, check_static, compute_dtype, path_names, safe_div
+from normopt._numerics import (
+    check_dtype,
+    check_range,
+    check_static,
+    compute_dtype,
+    on_auto_axes,
+    path_names,
+    safe_div,
+)
 from normopt.alias import MUON_FALLBACK_ROLES, NormedTransformation, adamw_fallback, with_rule
 from normopt.dims import to_matrices
 
@@ -190,10 +198,7 @@ def scale_by_manifold_muon(
             )
         eta = learning_rate(state.count) if callable(learning_rate) else learning_rate
 
-        def leaf(path, g, p):
-            if g.size == 0:
-                return g
-            dims = partition.read(path_names(path), p, layout).dims
+        def step(g, p, dims):
             (m, back), (w, _) = to_matrices(g, dims), to_matrices(p, dims)
             dtype = compute_dtype(m)
             w = w.astype(dtype)
@@ -202,6 +207,14 @@ def scale_by_manifold_muon(
             moving = jnp.any(x != w, axis=(-2, -1), keepdims=True)  # NaN counts as moving: it stays visible
             new = polar.orthogonalize(x, method, _kernel_steps(method, steps), compute_dtype=dtype.name)
             return back(jnp.where(moving, new, w) - w)
+
+        def leaf(path, g, p):
+            if g.size == 0:
+                return g
+            dims = partition.read(path_names(path), p, layout).dims
+            # Sharded leaves (FSDP, tensor parallel): the whole-matrix products run on Auto axes, where XLA places
+            # the collectives; the update comes back sharded like the gradient.
+            return on_auto_axes(lambda x: step(*x, dims), (g, p), out_sharding=lambda s: s[0])
 
         updates = jax.tree_util.tree_map_with_path(leaf, updates, params)
         return updates, ScaleByManifoldMuonState(optax.safe_increment(state.count))
@@ -243,6 +256,11 @@ def manifold_muon(
     Initialization: start from orthogonal matrices (``jax.nn.initializers.orthogonal()``). Any other W is mapped
     onto the manifold by the retraction of its first nonzero step (a jump of size ‖polar(W) − W‖, not η); no check
     runs at ``init`` (it may see abstract shapes under ``jax.eval_shape``). A zero gradient leaves W as it is.
+
+    Sharded params (FSDP, tensor parallel; checked on Explicit mesh axes) work as they are: each leaf's solver runs on
+    Auto axes, where XLA places the collectives, and the update keeps the gradient's sharding (same values as one
+    device, tests/test_sharding.py). There is no ``sharding=``: the dual ascent is a ``while_loop`` over every
+    slice of a leaf together, so layer sharding's whole-matrix batches do not fit it.
 
     Args:
       learning_rate: float or optax schedule η, the spectral length of each tangent step (the reference uses 0.1
