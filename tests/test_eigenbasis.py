@@ -8,12 +8,14 @@ The ports are re-implemented from reading the code (nothing is imported). Stacke
 slice (each slice its own matrix, normopt's reading; the references see one 2-D matrix at a time).
 """
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 
+import normopt
 from normopt.family import eigenbasis
 from normopt.family.eigenbasis import scale_by_eigenbasis, soap, splus, splus_eval_params
 
@@ -333,3 +335,121 @@ def test_low_precision_params_across_refreshes(runs):
                 for a, b in zip(jax.tree.leaves(u), jax.tree.leaves(u32), strict=True):
                     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
                     assert np.linalg.norm(a - b) <= 0.05 * np.linalg.norm(b) + 1e-6, (name, t)
+
+
+# ------------------------------------------------------------------------------------- layouts and describe
+class LinenStem(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        return nn.Conv(8, (3, 3), name="stem")(x)  # a conv whose name says nothing: [3, 3, 4, 8]
+
+
+def _grads(shapes, seed, steps):
+    rng = np.random.default_rng(seed)
+    return [
+        {n: {k: rng.standard_normal(s) for k, s in leaf.items()} for n, leaf in shapes.items()} for _ in range(steps)
+    ]
+
+
+def test_soap_reads_a_conv_kernel_as_one_matrix_like_the_reference():
+    """A conv kernel [3, 3, 4, 8] is one 36 × 8 matrix (factors 36 × 36 and 8 × 8), stepped like the reference
+    code on the reshaped matrix; the bias is a vector (Adam). L = G₀G₀ᵀ has rank 8 after the warm-up, so its
+    eigenbasis is arbitrary on a 28-dimensional null space (the module note): the reference is handed normopt's
+    first basis (in its descending order); the power refresh at step 5 then acts on a full-rank L."""
+    shapes = {"kernel": (3, 3, 4, 8), "bias": (8,)}
+    lr, b1, b2, beta, eps, f = 0.05, 0.9, 0.8, 0.7, 1e-3, 5
+    refs = {k: SoapRef((36, 8) if k == "kernel" else s, b1, b2, beta, eps, f, 10000) for k, s in shapes.items()}
+    rng = np.random.default_rng(5)
+    with jax.enable_x64(True):
+        tx = soap(lr, b1=b1, b2=b2, eps=eps, shampoo_beta=beta, precondition_frequency=f)
+        state = tx.init({"conv": {k: jnp.zeros(s, jnp.float64) for k, s in shapes.items()}})
+        assert state[0].left["conv"]["kernel"].shape == (36, 36) and state[0].right["conv"]["kernel"].shape == (8, 8)
+        assert state[0].left["conv"]["bias"].shape == ()
+        step = jax.jit(tx.update)
+        for t in range(7):
+            g = {k: rng.standard_normal(s) for k, s in shapes.items()}
+            u, state = step({"conv": jax.tree.map(jnp.asarray, g)}, state)
+            for k, ref in refs.items():
+                want = ref.update(g[k].reshape(ref.exp_avg.shape), lr).reshape(shapes[k])
+                np.testing.assert_allclose(u["conv"][k], want, rtol=1e-9, atol=1e-12, err_msg=f"{t} {k}")
+            if t == 0:
+                q = state[0].q_left["conv"]["kernel"], state[0].q_right["conv"]["kernel"]
+                refs["kernel"].q = [np.flip(np.asarray(x), 1) for x in q]
+
+
+def test_a_linen_layout_reads_a_custom_named_conv_like_explicit_dims():
+    """layouts.linen reads ``stem`` (no "conv" in its name) as one 36 × 8 matrix: the same state and updates as
+    ``dims=MatrixDims.conv(4)``; from the names alone it is 9 matrices of 4 × 8, and strict=True refuses it."""
+    x = jnp.zeros((1, 5, 5, 4))
+    layout = normopt.layouts.linen(LinenStem(), x)
+    params = jax.tree.map(jnp.ones_like, jax.eval_shape(LinenStem().init, jax.random.key(0), x)["params"])
+    conv = normopt.MatrixDims.conv(4)
+    for factory in (soap, splus):
+        state = jax.eval_shape(factory(0.1, layout=layout).init, params)[0]
+        assert state.left["stem"]["kernel"].shape == (36, 36) and state.right["stem"]["kernel"].shape == (8, 8)
+        assert state == jax.eval_shape(factory(0.1, dims=conv).init, params)[0]
+        names = jax.eval_shape(factory(0.1).init, params)[0]
+        assert names.left["stem"]["kernel"].shape == (3, 3, 4, 4)  # from the names: [kh, kw] stacked 4 × 8 matrices
+        with pytest.raises(ValueError, match="stem/kernel.*strict=True"):
+            factory(0.1, strict=True).init(params)
+        jax.eval_shape(factory(0.1, layout=layout, strict=True).init, params)  # nothing read from names
+        with pytest.raises(ValueError, match="layout or dims"):
+            factory(0.1, layout=layout, dims=conv)
+    by_layout, by_dims = splus(0.1, layout=layout, ema_rate=None), splus(0.1, dims=conv, ema_rate=None)
+    s1, s2 = by_layout.init(params), by_dims.init(params)
+    step1, step2 = jax.jit(by_layout.update), jax.jit(by_dims.update)
+    for g in _grads({"stem": {"kernel": (3, 3, 4, 8), "bias": (8,)}}, 6, 2):  # Q = I, then the 36 × 36 basis
+        g = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), g)
+        u1, s1 = step1(g, s1)
+        u2, s2 = step2(g, s2)
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), u1, u2)
+        assert float(jnp.max(jnp.abs(u1["stem"]["kernel"]))) > 0
+
+
+def test_splus_steps_embeddings_and_vectors_with_the_nonstandard_constant():
+    """First step (Q = I): u = −η·s·sign(G), s = 2/(m + n) for a hidden matrix, the constant for the embedding
+    (role "embedding") and the norm scale (a vector); nonstandard= replaces the role rule."""
+    params = {
+        "embed": {"embedding": jnp.zeros((10, 4))},
+        "proj": {"kernel": jnp.zeros((4, 6))},
+        "ln": {"scale": jnp.zeros(4)},
+    }
+    g = jax.tree.map(lambda x: jnp.asarray(np.random.default_rng(7).standard_normal(x.shape), jnp.float32), params)
+    lr, c = 0.2, 0.01
+    tx = splus(lr, nonstandard_constant=c, ema_rate=None)
+    u, _ = jax.jit(tx.update)(g, tx.init(params))
+    want = {"embed": {"embedding": c}, "proj": {"kernel": 2 / 10}, "ln": {"scale": c}}
+    jax.tree.map(lambda u, g, s: np.testing.assert_allclose(u, -lr * s * np.sign(g), rtol=1e-6), u, g, want)
+    none = jax.tree.map(lambda _: False, params)
+    tx = splus(lr, nonstandard_constant=c, ema_rate=None, nonstandard=none)  # the override: 2/(m + n) for all
+    rows = {r["path"]: r["norm"] for r in normopt.describe(params, tx, print_fn=None)}
+    assert rows == {"embed/embedding": "splus", "proj/kernel": "splus", "ln/scale": "sign (nonstandard)"}
+
+
+def test_describe_prints_the_reading_and_the_step_of_every_leaf():
+    params = {
+        "conv": {"kernel": jnp.zeros((3, 3, 4, 8)), "bias": jnp.zeros(8)},
+        "embed": {"embedding": jnp.zeros((20, 8))},
+        "blocks": {"kernel": jnp.zeros((2, 8, 8))},
+    }
+    lines = []
+    rows = {
+        r["path"]: r for r in normopt.describe(params, normopt.soap(1e-3, max_precond_dim=16), print_fn=lines.append)
+    }
+    assert "conv/kernel" in lines[0] and "soap" in lines[0]
+    kernel = rows["conv/kernel"]
+    assert (kernel["norm"], kernel["role"], kernel["fan_in"], kernel["fan_out"]) == ("soap", "hidden", 36, 8)
+    assert rows["conv/bias"]["norm"] == "adam" and rows["conv/bias"]["role"] == "vector"
+    assert (rows["embed/embedding"]["role"], rows["embed/embedding"]["norm"]) == ("embedding", "soap")  # 8 ≤ 16
+    assert rows["blocks/kernel"]["batch_axes"] == "(0,)"
+    rows = {r["path"]: r["norm"] for r in normopt.describe(params, splus(0.1, max_precond_dim=16), print_fn=None)}
+    assert rows == {
+        "conv/bias": "sign (nonstandard)",
+        "conv/kernel": "splus (nonstandard)",  # a side of 36 > 16: the constant
+        "embed/embedding": "splus (nonstandard)",
+        "blocks/kernel": "splus",
+    }
+    rows = normopt.describe(params, splus(0.1, dims=normopt.MatrixDims()), print_fn=None)  # dims: all hidden
+    assert {r["path"]: (r["role"], r["fan_in"], r["source"]) for r in rows}["conv/kernel"] == ("hidden", 4, "dims")
+    tx = optax.chain(scale_by_eigenbasis(eigenbasis._sign(), b1=0.9, beta=0.9, frequency=1, max_dim=16))
+    assert {r["norm"] for r in normopt.describe(params, tx, print_fn=None)} == {"eigenbasis", "inner"}

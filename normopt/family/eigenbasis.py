@@ -1,7 +1,8 @@
 """SOAP and SPlus: a per-entry step taken in the eigenbasis of Shampoo's Kronecker factors.
 
-For each matrix G ∈ ℝ^{fan_in × fan_out} (a leaf read through :class:`~normopt.dims.MatrixDims`; each batch slice
-is its own matrix, with its own basis), with Q_L, Q_R the eigenvectors of Shampoo's factors:
+For each matrix G ∈ ℝ^{fan_in × fan_out} (a leaf read through its layout, :mod:`normopt.layouts`: fan-in, fan-out
+and stack axes, so a conv kernel ``[kh, kw, in, out]`` is one (kh·kw·in) × out matrix; each batch slice is its own
+matrix, with its own basis), with Q_L, Q_R the eigenvectors of Shampoo's factors:
 
     M ← b1·M + (1 − b1)·G                       first moment, kept in the original basis
     M' = Q_Lᵀ M Q_R,   G' = Q_Lᵀ G Q_R          rotate into the eigenbasis
@@ -13,8 +14,9 @@ is its own matrix, with its own basis), with Q_L, Q_R the eigenvectors of Shampo
 In the norm view: rotate into the eigenbasis, dualize there under a norm, rotate back. With sign inside (the ℓ∞
 dualization) it is SPlus (Frans, Levine & Abbeel 2025); with Adam's m'/(√v' + ε) inside it is SOAP (Vyas et al.
 2024). The factors are kept in Shampoo's form β·L + G Gᵀ, (1 − β)⁻¹ times the papers' EMA (1 − β)·Σ β^k G Gᵀ:
-the same eigenvectors, and β = 1 sums. Sides larger than ``max_dim`` and < 2-D leaves are not rotated (the inner
-step acts on them directly: Adam for SOAP, sign for SPlus).
+the same eigenvectors, and β = 1 sums. Sides larger than ``max_dim`` and the leaves the layout reads as vectors
+(biases, norm scales, stacked or not) are not rotated (the inner step acts on them directly: Adam for SOAP, sign
+for SPlus).
 
 The inner step's state (SOAP's V) lives in the rotated coordinates and is never rotated when the basis changes,
 as in SOAP's reference code. SOAP's refresh by one power-iteration step sorts the old columns by their Rayleigh
@@ -26,25 +28,31 @@ arbitrary on its null space; both methods inherit that (sign(·) depends on it u
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from normopt import norms
+from normopt import _describe, layouts, norms, partition
 from normopt._numerics import (
     check_choice,
     check_float_leaves,
     check_range,
     check_static,
     compute_dtype,
+    on_auto_axes,
     path_mask,
+    path_names,
     safe_div,
 )
 from normopt._numerics import weight_decay as _weight_decay
+from normopt.alias import NormedTransformation, with_rule
 from normopt.dims import MatrixDims, matrix_layout, to_matrices
 from normopt.family.shampoo import _accumulate, _factor_zeros
+from normopt.layouts import Layout, Layouts
 
 REFRESHES = ("eigh", "power")
 """How the basis is refreshed after the first time (always ``eigh``): an exact ``eigh``, or SOAP's one step of
@@ -104,12 +112,74 @@ def _check_static_int(name: str, value: Any, lo: int, owner: str) -> None:
     check_range(name, value, lo, owner=owner)
 
 
-def _rotated_sides(x: jax.Array, dims: MatrixDims | None, max_dim: int) -> tuple[bool, bool]:
-    """Whether the left and right sides of leaf ``x`` are rotated (static, from the shape)."""
-    if x.ndim < 2 or x.size == 0:
-        return False, False
-    lay = matrix_layout(x.shape, dims)
-    return lay.fan_in <= max_dim, lay.fan_out <= max_dim
+Reader = Callable[[tuple[str, ...], Any], Layout]
+"""``(path, leaf) -> Layout``: how a leaf is read (its matrix axes and role)."""
+
+
+def _reader(layout: layouts.LayoutSpec, strict: bool, dims: MatrixDims | None, owner: str) -> Reader:
+    """Checks ``layout``, ``strict`` and ``dims`` and returns the per-leaf reading: ``dims`` (when given) reads every
+    ≥ 2-D leaf as a hidden matrix and the rest as vectors; otherwise :func:`normopt.partition.read` with
+    ``layout`` (the model's structure, else the names) and ``strict``."""
+    layouts.check_spec(layout)
+    if not isinstance(strict, bool):
+        raise TypeError(f"{owner}: strict must be a bool, got {strict!r}")
+    if dims is not None and not isinstance(dims, MatrixDims):
+        raise TypeError(f"{owner}: dims must be None or a normopt.MatrixDims, got {dims!r}")
+    if dims is not None and layout is not None:
+        raise ValueError(
+            f"{owner}: pass layout or dims, not both (dims reads every >= 2-D leaf the same way); to change the "
+            "reading of some leaves, use layout={path regex: normopt.MatrixDims(...)}"
+        )
+
+    def read(path: tuple[str, ...], leaf: Any) -> Layout:
+        shape = tuple(jnp.shape(leaf))
+        if dims is None:
+            return partition.read(path, leaf, layout, strict)
+        if len(shape) < 2:
+            return Layout("vector", (), (), tuple(range(len(shape) - 1)), "dims")
+        try:
+            lay = matrix_layout(shape, dims)
+        except ValueError as e:
+            raise ValueError(f"{'/'.join(path) or '<root>'} (shape {shape}): dims={dims}: {e}") from None
+        return Layout("hidden", lay.fan_in_axes, lay.fan_out_axes, lay.batch_axes, "dims")
+
+    return read
+
+
+def _recorded(tx: optax.GradientTransformation, rule: Any, layout: Any, dims: Any, read: Reader) -> Any:
+    """``with_rule(tx, rule, layout)``; with ``dims``, :func:`normopt.describe` is shown the ``dims`` reading."""
+    if dims is None:
+        return with_rule(tx, rule, layout)
+    inner = with_rule(tx, None, layout)
+
+    def init_fn(params):
+        pairs = [(path_names(p), x) for p, x in jax.tree_util.tree_flatten_with_path(params)[0]]
+        shapes = {p: tuple(jnp.shape(x)) for p, x in pairs}
+        _describe.record(rule, Layouts({p: read(p, x) for p, x in pairs}, "dims", shapes), params)
+        return inner.init(params)
+
+    out = NormedTransformation(init_fn, inner.update)
+    out.rule, out.layout = rule, layout
+    return out
+
+
+class _Reading:
+    """One leaf's reading as an opaque pytree leaf (a :class:`Layout` is a tuple, which ``jax.tree`` would open)."""
+
+    def __init__(self, layout: Layout, shape: tuple[int, ...]):
+        self.dims, self.role, self.empty = layout.dims, layout.role, math.prod(shape) == 0
+        self.matrix = None if layout.role == "vector" else matrix_layout(shape, self.dims)
+
+    def rotated(self, max_dim: int) -> tuple[bool, bool]:
+        """Whether the left and right sides are rotated (static): non-empty matrices, sides ≤ ``max_dim``."""
+        if self.matrix is None or self.empty:
+            return False, False
+        return self.matrix.fan_in <= max_dim, self.matrix.fan_out <= max_dim
+
+
+def _readings(read: Reader, tree: Any) -> Any:
+    """The tree of :class:`_Reading` of every leaf of ``tree``."""
+    return jax.tree_util.tree_map_with_path(lambda p, x: _Reading(read(path_names(p), x), tuple(jnp.shape(x))), tree)
 
 
 def _rotate(x: jax.Array, q_left: jax.Array, q_right: jax.Array, dims: Any, back: bool = False) -> jax.Array:
@@ -146,9 +216,11 @@ def scale_by_eigenbasis(
     frequency: int,
     refresh: str = "eigh",
     warmup: bool = False,
-    dims: MatrixDims | None = None,
     max_dim: int = 10000,
-) -> optax.GradientTransformation:
+    layout: layouts.LayoutSpec = None,
+    strict: bool = False,
+    dims: MatrixDims | None = None,
+) -> NormedTransformation:
     """A per-entry step ``inner`` taken in the eigenbasis of Shampoo's factors: u = Q_L inner(Q_Lᵀ M Q_R) Q_Rᵀ.
 
     For each matrix G (each batch slice of a leaf is its own matrix, with its own basis)::
@@ -170,12 +242,20 @@ def scale_by_eigenbasis(
       refresh: static; how later refreshes are computed: ``"eigh"`` (exact) or ``"power"`` (SOAP's one step of
         power iteration from the previous basis, then QR).
       warmup: static; the first gradient only builds the basis (SOAP): its update is 0·G (NaN stays visible).
-      dims: how ≥ 2-D leaves are read as ``[*batch, fan_in, fan_out]`` (default: the last two axes).
       max_dim: static; sides (fan_in or fan_out) larger than this are not rotated (no factor is stored).
+      layout: how each leaf is read (:data:`normopt.layouts.LayoutSpec`), e.g. ``normopt.layouts.nnx(model)``:
+        fan-in, fan-out and stack axes (a conv kernel ``[*window, in, out]`` is one (window·in) × out matrix);
+        leaves read as vectors are not rotated. None reads from the parameter names (the last resort).
+      strict: raise, naming the leaf, for any ≥ 2-D leaf that would be read only from its name.
+      dims: instead of ``layout`` (kept for compatibility): every ≥ 2-D leaf is read as ``[*batch, fan_in,
+        fan_out]`` through these :class:`~normopt.dims.MatrixDims`, < 2-D leaves as vectors. Passing both is a
+        ``ValueError``; ``layout={path regex: MatrixDims(...)}`` changes the reading of some leaves.
 
     Returns:
-      An ``optax.GradientTransformationExtraArgs`` with state :class:`EigenbasisState`; updates in the gradient's
-      dtype, factors, bases and moments in fp32 (fp64 for fp64).
+      A :class:`normopt.alias.NormedTransformation` (``optax.GradientTransformationExtraArgs``) with state
+      :class:`EigenbasisState`, labelling each leaf ``"eigenbasis"`` (a side rotated) or ``"inner"`` for
+      :func:`normopt.describe`; updates in the gradient's dtype, factors, bases and moments in fp32 (fp64 for
+      fp64).
 
     Example:
       >>> import jax.numpy as jnp, normopt
@@ -203,25 +283,46 @@ def scale_by_eigenbasis(
     check_choice("refresh", refresh, REFRESHES, owner=owner)
     if not isinstance(warmup, bool):
         raise TypeError(f"{owner}: warmup must be a static bool, got {warmup!r}")
-    if dims is not None and not isinstance(dims, MatrixDims):
-        raise TypeError(f"{owner}: dims must be None or a normopt.MatrixDims, got {dims!r}")
+    read = _reader(layout, strict, dims, owner)
+    tx = _eigenbasis(inner, read, b1=b1, beta=beta, frequency=frequency, refresh=refresh, warmup=warmup,
+                     max_dim=max_dim)  # fmt: skip
+
+    def rule(path, leaf):
+        return "eigenbasis" if any(_Reading(read(path, leaf), jnp.shape(leaf)).rotated(max_dim)) else "inner"
+
+    return _recorded(tx, rule, layout, dims, read)
+
+
+def _eigenbasis(
+    inner: optax.GradientTransformation,
+    read: Reader,
+    *,
+    b1: Any,
+    beta: Any,
+    frequency: int,
+    refresh: str,
+    warmup: bool,
+    max_dim: int,
+) -> optax.GradientTransformationExtraArgs:
+    """:func:`scale_by_eigenbasis` with its arguments checked and each leaf read by ``read``."""
     inner = optax.with_extra_args_support(inner)
 
     def init_fn(params):
         check_float_leaves(params)  # a TypeError naming the leaf, not a silent step
+        readings = _readings(read, params)  # ValueError naming the leaf, e.g. with strict=True
 
         def factor(side):
-            def one(x):
-                rotated = _rotated_sides(x, dims, max_dim)[side == "right"]
-                return _factor_zeros(x, dims, side) if rotated else jnp.zeros((), compute_dtype(x))
+            def one(x, r):
+                rotated = r.rotated(max_dim)[side == "right"]
+                return _factor_zeros(x, r.dims, side) if rotated else jnp.zeros((), compute_dtype(x))
 
-            return jax.tree.map(one, params)
+            return jax.tree.map(one, params, readings)
 
         def eye(f):
             return f if f.ndim == 0 else jnp.broadcast_to(jnp.eye(f.shape[-1], dtype=f.dtype), f.shape)
 
         left, right = factor("left"), factor("right")
-        mu = jax.tree.map(lambda x: jnp.zeros(x.shape, compute_dtype(x)), params)
+        mu = jax.tree.map(lambda x: jnp.zeros_like(x, compute_dtype(x)), params)  # sharded like x
         return EigenbasisState(
             jnp.zeros([], jnp.int32),
             mu,
@@ -234,24 +335,31 @@ def scale_by_eigenbasis(
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
+        # Sharded leaves: the rotations and factor products run on Auto axes (XLA places the collectives); the
+        # updates and the state come back sharded as they came in.
+        return on_auto_axes(lambda x: step(*x), (updates, state))
+
+    def step(updates, state):
         count = optax.safe_increment(state.count)
         first = count == 1
+        readings = _readings(read, updates)
         g32 = jax.tree.map(lambda g, m: g.astype(m.dtype), updates, state.mu)
         mu = jax.tree.map(lambda m, g: b1 * m + (1 - b1) * g, state.mu, g32)
-        rotated_mu = jax.tree.map(lambda m, ql, qr: _rotate(m, ql, qr, dims), mu, state.q_left, state.q_right)
-        rotated_g = jax.tree.map(lambda g, ql, qr: _rotate(g, ql, qr, dims), g32, state.q_left, state.q_right)
+        qs = (state.q_left, state.q_right, readings)
+        rotated_mu = jax.tree.map(lambda m, ql, qr, r: _rotate(m, ql, qr, r.dims), mu, *qs)
+        rotated_g = jax.tree.map(lambda g, ql, qr, r: _rotate(g, ql, qr, r.dims), g32, *qs)
         direction, inner_state = inner.update(rotated_mu, state.inner, None, rotated_grads=rotated_g)
-        new = jax.tree.map(lambda d, ql, qr, g: _rotate(d, ql, qr, dims, back=True).astype(g.dtype), direction,
-                           state.q_left, state.q_right, updates)  # fmt: skip
+        new = jax.tree.map(lambda d, ql, qr, r, g: _rotate(d, ql, qr, r.dims, back=True).astype(g.dtype), direction,
+                           *qs, updates)  # fmt: skip
 
         def accumulate(side):
-            def one(f, g):
-                return f if f.ndim == 0 else _accumulate(f, to_matrices(g, dims)[0], beta, side)
+            def one(f, g, r):
+                return f if f.ndim == 0 else _accumulate(f, to_matrices(g, r.dims)[0], beta, side)
 
             return one
 
-        left = jax.tree.map(accumulate("left"), state.left, g32)
-        right = jax.tree.map(accumulate("right"), state.right, g32)
+        left = jax.tree.map(accumulate("left"), state.left, g32, readings)
+        right = jax.tree.map(accumulate("right"), state.right, g32, readings)
         if warmup:  # the first gradient only builds the basis: M and the inner state stay at their init
             new = jax.tree.map(lambda u, g: jnp.where(first, g * 0, u), new, updates)
             mu, inner_state = jax.tree.map(
@@ -315,7 +423,7 @@ def adam_diagonal(*, b1: Any, b2: Any, eps: Any) -> optax.GradientTransformation
 
     def init_fn(params):
         return AdamDiagonalState(
-            jnp.zeros([], jnp.int32), jax.tree.map(lambda x: jnp.zeros(x.shape, compute_dtype(x)), params)
+            jnp.zeros([], jnp.int32), jax.tree.map(lambda x: jnp.zeros_like(x, compute_dtype(x)), params)
         )
 
     def update_fn(updates, state, params=None, *, rotated_grads, **extra_args):
@@ -344,8 +452,10 @@ def soap(
     precondition_frequency: int = 10,
     shampoo_beta: Any = None,
     max_precond_dim: int = 10000,
+    layout: layouts.LayoutSpec = None,
+    strict: bool = False,
     dims: MatrixDims | None = None,
-) -> optax.GradientTransformation:
+) -> NormedTransformation:
     """SOAP: Adam in the eigenbasis of Shampoo's factors (Vyas et al. 2024, Algorithm 3).
 
     For each matrix G, with t the step (the first gradient only builds the basis; its update is 0)::
@@ -354,9 +464,14 @@ def soap(
         u = Q_L (√(1 − b2^t)/(1 − b1^t) · M' / (√V + ε)) Q_Rᵀ,   W ← W − η·(u + λ·W)
         L ← β·L + G Gᵀ,   R ← β·R + Gᵀ G;   every f steps Q ← QR(L·Q_sorted)  (one power-iteration step)
 
-    The first basis is the exact ``eigh`` of the first G's factors. Sides larger than ``max_precond_dim`` and
-    < 2-D leaves are not rotated (Adam). ``optax.chain(scale_by_eigenbasis(adam_diagonal(...), refresh="power",
-    warmup=True, ...), add_decayed_weights, scale_by_learning_rate)``.
+    The first basis is the exact ``eigh`` of the first G's factors. Each leaf is read through ``layout``
+    (:mod:`normopt.layouts`): a conv kernel ``[*window, in, out]`` is one (window·in) × out matrix, stacked layers
+    and experts are one matrix per slice, and embeddings and the output head are matrices like any other, as in
+    the paper (its ``max_precond_dim`` = 10000 leaves a vocabulary side unrotated while the model side is).
+    Sides larger than ``max_precond_dim`` and the leaves read as vectors (biases, norm scales) are not rotated
+    (Adam). ``optax.chain(scale_by_eigenbasis(adam_diagonal(...), refresh="power", warmup=True, ...),
+    add_decayed_weights, scale_by_learning_rate)``; :func:`normopt.describe` shows ``"soap"`` (a side rotated)
+    or ``"adam"`` per leaf.
 
     Args:
       learning_rate: float or optax schedule η.
@@ -369,11 +484,16 @@ def soap(
       precondition_frequency: static int ≥ 1, the steps f between refreshes of the basis.
       shampoo_beta: β ∈ [0, 1] of Shampoo's factors; None for b2 (the reference code's default).
       max_precond_dim: static int; sides larger than this are not rotated.
-      dims: how ≥ 2-D leaves are read as ``[*batch, fan_in, fan_out]`` (default: the last two axes; the reference
-        code instead keeps one factor per axis of a ≥ 3-D tensor).
+      layout: how each leaf is read (:data:`normopt.layouts.LayoutSpec`), e.g. ``normopt.layouts.nnx(model)``;
+        None reads from the parameter names (the last resort). The reference code instead keeps one factor per
+        axis of a ≥ 3-D tensor (or merges axes up to ``max_precond_dim`` with ``merge_dims``).
+      strict: raise, naming the leaf, for any ≥ 2-D leaf that would be read only from its name.
+      dims: instead of ``layout`` (kept for compatibility): every ≥ 2-D leaf read as ``[*batch, fan_in, fan_out]``
+        through these :class:`~normopt.dims.MatrixDims`, < 2-D leaves as vectors; not together with ``layout``.
 
     Returns:
-      An ``optax.GradientTransformation``: 2·fan_in² + 2·fan_out² + 2·fan_in·fan_out fp32 state per matrix.
+      A :class:`normopt.alias.NormedTransformation`: 2·fan_in² + 2·fan_out² + 2·fan_in·fan_out fp32 state per
+      matrix.
 
     Example:
       >>> import jax.numpy as jnp, optax
@@ -398,20 +518,26 @@ def soap(
         check_range("shampoo_beta", shampoo_beta, 0, 1, owner=owner)
     _check_static_int("precondition_frequency", precondition_frequency, 1, owner)
     _check_static_int("max_precond_dim", max_precond_dim, 1, owner)
-    return optax.chain(
-        scale_by_eigenbasis(
+    read = _reader(layout, strict, dims, owner)
+    tx = optax.chain(
+        _eigenbasis(
             adam_diagonal(b1=b1, b2=b2, eps=eps),
+            read,
             b1=b1,
             beta=b2 if shampoo_beta is None else shampoo_beta,
             frequency=precondition_frequency,
             refresh="power",
             warmup=True,
-            dims=dims,
             max_dim=max_precond_dim,
         ),
         _weight_decay(weight_decay, path_mask(mask)),
         optax.scale_by_learning_rate(learning_rate),
     )
+
+    def rule(path, leaf):
+        return "soap" if any(_Reading(read(path, leaf), jnp.shape(leaf)).rotated(max_precond_dim)) else "adam"
+
+    return _recorded(tx, rule, layout, dims, read)
 
 
 def _sign() -> optax.GradientTransformation:
@@ -423,7 +549,7 @@ def _params_ema(rate: Any) -> optax.GradientTransformation:
     """Passes updates through and keeps the EMA of the params (before the update) for :func:`splus_eval_params`."""
 
     def init_fn(params):
-        ema = jax.tree.map(lambda x: jnp.zeros(x.shape, compute_dtype(x)), params)
+        ema = jax.tree.map(lambda x: jnp.zeros_like(x, compute_dtype(x)), params)
         return ParamsEMAState(jnp.zeros([], jnp.result_type(jnp.float32, *jax.tree.leaves(ema))), ema)
 
     def update_fn(updates, state, params=None):
@@ -435,23 +561,31 @@ def _params_ema(rate: Any) -> optax.GradientTransformation:
     return optax.GradientTransformation(init_fn, update_fn)
 
 
-def _shape_scale(nonstandard: Any, constant: Any, dims: Any, max_dim: int) -> optax.GradientTransformation:
-    """u·2/(fan_in + fan_out) for rotated matrices, u·constant for the rest (SPlus's shape scale)."""
+def _nonstandard(nonstandard: Any, read: Reader) -> Callable[[Any], Any]:
+    """``params -> pytree of bools``: the leaves SPlus steps with its constant, from ``nonstandard`` (an optax-style
+    mask) or, for None, the leaves read with role ``"embedding"``."""
     lookup = path_mask(nonstandard)
+    if lookup is not None:
+        return lookup
+    return lambda tree: jax.tree_util.tree_map_with_path(lambda p, x: read(path_names(p), x).role == "embedding", tree)
+
+
+def _shape_scale(
+    nonstandard: Callable[[Any], Any], constant: Any, read: Reader, max_dim: int
+) -> optax.GradientTransformation:
+    """u·2/(fan_in + fan_out) for matrices, u·constant for vectors, ``nonstandard`` leaves and matrices with a
+    side > ``max_dim`` (SPlus's shape scale)."""
 
     def update_fn(updates, state, params=None):
         del params
-        marked = jax.tree.map(lambda _: False, updates) if lookup is None else lookup(updates)
+        readings = _readings(read, updates)
 
-        def one(u, odd):
-            if u.ndim < 2 or odd:
+        def one(u, r, odd):
+            if r.matrix is None or odd or max(r.matrix.fan_in, r.matrix.fan_out) > max_dim:
                 return u * jnp.asarray(constant, u.dtype)
-            lay = matrix_layout(u.shape, dims)
-            if max(lay.fan_in, lay.fan_out) > max_dim:
-                return u * jnp.asarray(constant, u.dtype)
-            return u * jnp.asarray(2 / (lay.fan_in + lay.fan_out), u.dtype)
+            return u * jnp.asarray(2 / (r.matrix.fan_in + r.matrix.fan_out), u.dtype)
 
-        return jax.tree.map(one, updates, marked), state
+        return jax.tree.map(one, updates, readings, nonstandard(updates)), state
 
     return optax.GradientTransformation(lambda _: optax.EmptyState(), update_fn)
 
@@ -468,12 +602,14 @@ def splus(
     nonstandard: Any = None,
     nonstandard_constant: Any = 0.001,
     ema_rate: Any = 0.999,
+    layout: layouts.LayoutSpec = None,
+    strict: bool = False,
     dims: MatrixDims | None = None,
-) -> optax.GradientTransformation:
+) -> NormedTransformation:
     """SPlus: sign descent in the eigenbasis of Shampoo's factors, with a shape-scaled step (Frans et al. 2025).
 
-    For each matrix G ∈ ℝ^{m × n} (s = 2/(m + n); s = ``nonstandard_constant`` for < 2-D leaves, leaves marked
-    ``nonstandard`` and matrices with a side > ``max_precond_dim``)::
+    For each matrix G ∈ ℝ^{m × n} (m = fan-in, n = fan-out of the leaf's reading; s = 2/(m + n); s =
+    ``nonstandard_constant`` for vectors, ``nonstandard`` leaves and matrices with a side > ``max_precond_dim``)::
 
         M ← b1·M + (1 − b1)·G,   u = Q_L sign(Q_Lᵀ M Q_R) Q_Rᵀ,   W ← W − η·s·(u + λ·W)
         L ← b2·L + G Gᵀ,   R ← b2·R + Gᵀ G;   Q_L, Q_R ← eigh(L), eigh(R) at step 1 and every k-th step
@@ -481,7 +617,11 @@ def splus(
     sign(·) is the ℓ∞ dualization (the "instant sign" of the paper: Adam's normalization with no second-moment
     memory); the first step uses Q = I. The evaluation weights, the bias-corrected EMA of the params,
     are read with :func:`splus_eval_params`. ``optax.chain(scale_by_eigenbasis(dualize(norms.linf()), ...),
-    params EMA, add_decayed_weights, scale_by_learning_rate, shape scale)``, the authors' order.
+    params EMA, add_decayed_weights, scale_by_learning_rate, shape scale)``, the authors' order. Each leaf is read
+    through ``layout`` (:mod:`normopt.layouts`): a conv kernel ``[*window, in, out]`` is one (window·in) × out
+    matrix (the authors step every leaf that is not 2-D like a vector), biases and norm scales are vectors.
+    :func:`normopt.describe` shows ``"splus"``, ``"splus (nonstandard)"`` (rotated, constant scale) or ``"sign
+    (nonstandard)"`` (not rotated) per leaf.
 
     Args:
       learning_rate: float or optax schedule η (the authors suggest ≈ 0.2 for transformers, and Adam's η times
@@ -494,18 +634,24 @@ def splus(
         ``inverse_every``).
       max_precond_dim: static int; sides larger than this are not rotated (the authors' ``max_dim`` − 1: they
         rotate sides < max_dim).
-      nonstandard: None, or an optax-style mask (pytree of bools or a callable of the params) of leaves stepped
-        with ``nonstandard_constant`` instead of 2/(m + n); the authors mark paths containing "embed" or
-        "layernorm".
+      nonstandard: which matrices are stepped with ``nonstandard_constant`` instead of 2/(m + n). None: those the
+        layout reads with role ``"embedding"`` (the authors mark paths containing "embed" or "layernorm"; norm
+        scales are vectors here, which always take the constant). Or an optax-style mask (pytree of bools or a
+        callable of the params) that replaces the role rule.
       nonstandard_constant: the scale s ≥ 0 of vectors and ``nonstandard`` leaves.
       ema_rate: rate r ∈ [0, 1) of the EMA of the params for evaluation; None keeps no EMA (and then
         ``update`` needs no params when ``weight_decay`` is 0).
-      dims: how ≥ 2-D leaves are read as ``[*batch, fan_in, fan_out]`` (default: the last two axes; the authors
-        treat every leaf that is not 2-D like a vector).
+      layout: how each leaf is read (:data:`normopt.layouts.LayoutSpec`), e.g. ``normopt.layouts.nnx(model)``:
+        fan-in, fan-out and stack axes, and the role ``nonstandard=None`` looks at; None reads from the parameter
+        names (the last resort).
+      strict: raise, naming the leaf, for any ≥ 2-D leaf that would be read only from its name.
+      dims: instead of ``layout`` (kept for compatibility): every ≥ 2-D leaf read as a hidden matrix
+        ``[*batch, fan_in, fan_out]`` through these :class:`~normopt.dims.MatrixDims` (so no leaf is an
+        embedding), < 2-D leaves as vectors; not together with ``layout``.
 
     Returns:
-      An ``optax.GradientTransformation``: 2·fan_in² + 2·fan_out² + 2·fan_in·fan_out fp32 state per matrix
-      (one fan_in·fan_out less with ``ema_rate=None``).
+      A :class:`normopt.alias.NormedTransformation`: 2·fan_in² + 2·fan_out² + 2·fan_in·fan_out fp32 state per
+      matrix (one fan_in·fan_out less with ``ema_rate=None``).
 
     Example:
       >>> import jax.numpy as jnp, optax
@@ -533,20 +679,45 @@ def splus(
         check_range("ema_rate", ema_rate, 0, 1, hi_open=True, owner=owner)
     _check_static_int("precondition_frequency", precondition_frequency, 1, owner)
     _check_static_int("max_precond_dim", max_precond_dim, 1, owner)
-    return optax.chain(
-        scale_by_eigenbasis(
+    read = _reader(layout, strict, dims, owner)
+    odd = _nonstandard(nonstandard, read)
+    tx = optax.chain(
+        _eigenbasis(
             _sign(),
+            read,
             b1=b1,
             beta=b2,
             frequency=precondition_frequency,
-            dims=dims,
+            refresh="eigh",
+            warmup=False,
             max_dim=max_precond_dim,
         ),
         optax.identity() if ema_rate is None else _params_ema(ema_rate),
         _weight_decay(weight_decay, path_mask(mask)),
         optax.scale_by_learning_rate(learning_rate),
-        _shape_scale(nonstandard, nonstandard_constant, dims, max_precond_dim),
+        _shape_scale(odd, nonstandard_constant, read, max_precond_dim),
     )
+    by_path = None  # a pytree mask, looked up leaf by leaf (a callable mask needs the whole tree)
+    if nonstandard is not None and not callable(nonstandard):
+        by_path = {path_names(p): m for p, m in jax.tree_util.tree_flatten_with_path(nonstandard)[0]}
+
+    def rule(path, leaf):
+        lay = read(path, leaf)
+        r = _Reading(lay, jnp.shape(leaf))
+        if r.matrix is None:
+            return "sign (nonstandard)"
+        name = "splus" if any(r.rotated(max_precond_dim)) else "sign"
+        if max(r.matrix.fan_in, r.matrix.fan_out) > max_precond_dim:
+            return f"{name} (nonstandard)"
+        if nonstandard is None:
+            odd = lay.role == "embedding"
+        elif by_path is None:
+            return f"{name} (scale by the nonstandard mask)"
+        else:
+            odd = bool(by_path.get(tuple(path), False))
+        return f"{name} (nonstandard)" if odd else name
+
+    return _recorded(tx, rule, layout, dims, read)
 
 
 def splus_eval_params(opt_state: Any) -> Any:
