@@ -240,6 +240,7 @@ def _newton_loss(p):
     return jnp.sum((p["w"] - 1.0) ** 2) + jnp.sum(p["w"] ** 4)
 
 
+@pytest.mark.slow  # compiles Newton and EG with bad inputs (≈ 4 s)
 def test_newton_and_exponentiated_gradient_policy():
     """Integer leaves raise naming the leaf; NaN gradients propagate; a zero gradient does not move (EG: up to
     fp32 round-off of exp/log on the simplex)."""

@@ -21,6 +21,8 @@ import pytest
 
 import normopt
 
+pytestmark = pytest.mark.slow  # trains at five widths (≈ 30 s on 2 cores): run with the slow tests
+
 WIDTHS = (64, 256, 1024)
 D_IN, CLASSES, BATCH = 16, 10, 32
 LR = 1e-3  # small: the one-step change is then the linear response, Δh/η, which is what µP reasons about

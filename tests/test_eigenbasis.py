@@ -312,6 +312,7 @@ def test_wrapper_arguments():
     assert float(tx.init({"w": jnp.ones((2, 2))}).hyperparams["b1"]) == pytest.approx(0.9)
 
 
+@pytest.mark.slow  # several compilations (the fast suite stays under 3 minutes)
 def test_low_precision_params_across_refreshes(runs):
     """A bf16 matrix and an fp16 vector: updates keep the dtype, factors/bases/moments stay fp32, steps through
     refreshes are finite (the third gradient peaks at 6e4, near fp16's maximum, and squares to 3.6e9 in the fp32
@@ -351,6 +352,7 @@ def _grads(shapes, seed, steps):
     ]
 
 
+@pytest.mark.slow  # several compilations (the fast suite stays under 3 minutes)
 def test_soap_reads_a_conv_kernel_as_one_matrix_like_the_reference():
     """A conv kernel [3, 3, 4, 8] is one 36 × 8 matrix (factors 36 × 36 and 8 × 8), stepped like the reference
     code on the reshaped matrix; the bias is a vector (Adam). L = G₀G₀ᵀ has rank 8 after the warm-up, so its
@@ -377,6 +379,7 @@ def test_soap_reads_a_conv_kernel_as_one_matrix_like_the_reference():
                 refs["kernel"].q = [np.flip(np.asarray(x), 1) for x in q]
 
 
+@pytest.mark.slow  # several compilations (the fast suite stays under 3 minutes)
 def test_a_linen_layout_reads_a_custom_named_conv_like_explicit_dims():
     """layouts.linen reads ``stem`` (no "conv" in its name) as one 36 × 8 matrix: the same state and updates as
     ``dims=MatrixDims.conv(4)``; from the names alone it is 9 matrices of 4 × 8, and strict=True refuses it."""
@@ -406,6 +409,7 @@ def test_a_linen_layout_reads_a_custom_named_conv_like_explicit_dims():
         assert float(jnp.max(jnp.abs(u1["stem"]["kernel"]))) > 0
 
 
+@pytest.mark.slow  # several compilations (the fast suite stays under 3 minutes)
 def test_splus_steps_embeddings_and_vectors_with_the_nonstandard_constant():
     """First step (Q = I): u = −η·s·sign(G), s = 2/(m + n) for a hidden matrix, the constant for the embedding
     (role "embedding") and the norm scale (a vector); nonstandard= replaces the role rule."""

@@ -156,6 +156,7 @@ def test_a_non_finite_gradient_gives_a_non_finite_update(make, x, bad):
     assert np.all(np.isfinite(np.asarray(good)))
 
 
+@pytest.mark.slow  # compiles the Kronecker Newton step (≈ 6 s)
 def test_newton_kronecker_gives_an_empty_leaf_an_empty_update():
     params = {"w": jnp.asarray([[1.0, 2.0], [0.5, -1.0]]), "empty": jnp.zeros((0, 3))}
     loss = lambda p: jnp.sum(p["w"] ** 2) + jnp.sum(p["w"]) + jnp.sum(p["empty"])

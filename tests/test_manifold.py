@@ -136,6 +136,7 @@ def test_step_is_the_retracted_tangent_step():
     np.testing.assert_allclose(u["w"], polar_factor(w - 0.3 * d) - w, atol=2e-5)
 
 
+@pytest.mark.slow  # 100 jitted steps / several compilations: ≈ 3 s on 2 cores
 def test_stays_on_the_manifold_for_100_steps():
     """Tall, wide and stacked matrices from orthogonal inits, 100 steps on random gradients in one jitted scan:
     ‖WᵀW − I‖_max (short side) stays ≤ 1e-5 at every step, and the weights do move."""
@@ -160,6 +161,7 @@ def test_stays_on_the_manifold_for_100_steps():
     assert float(jnp.abs(final["tall"] - params["tall"]).max()) > 0.1
 
 
+@pytest.mark.slow  # 100 jitted steps / several compilations: ≈ 3 s on 2 cores
 def test_policy_cases():
     """Off-manifold init: projected by the first step (polar of W − ηD). Zero gradient: exactly zero update,
     on or off the manifold. NaN: visible. Vectors: AdamW. No params: a clear error."""

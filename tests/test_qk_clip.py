@@ -234,6 +234,7 @@ def test_zero_grads_below_tau_zero_update_and_nan_visible():
     assert all(np.isnan(a).all() for a in jax.tree.leaves(u))
 
 
+@pytest.mark.slow  # four wrappers, four compilations
 def test_wrappers_inject_multisteps_apply_if_finite():
     """``inject_hyperparams`` (τ changed in the state, no recompile), ``MultiSteps`` (the clip acts on the emitted
     step), ``apply_if_finite`` (NaN gradients skip the step)."""
