@@ -53,6 +53,22 @@ RIDGES = ("relative", "absolute")
 """How Shampoo's ridge ε is read: ``"relative"`` ε·λ_max·I (normopt's default), ``"absolute"`` ε·I (the paper's)."""
 
 
+def _eigh(matrix: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``jnp.linalg.eigh`` of (..., n, n), one matrix per LAPACK call (``lax.map`` over the flattened batch).
+
+    On CPU, jaxlib's batched eigh kernel (``ParallelBatchMap``) splits a batch whose FLOP estimate passes ~2e5 into
+    chunks on XLA's intra-op thread pool and blocks that pool's worker until they finish. When every worker is
+    inside such a wait (two independent batched eighs on a 2-thread pool) no thread is left to run the chunks and
+    the step hangs forever, nondeterministically (jax 0.10). A single matrix always runs inline, so mapping over
+    the batch cannot deadlock; distinct leaves' eighs still run concurrently.
+    """
+    if matrix.ndim == 2:
+        return jnp.linalg.eigh(matrix)
+    n = matrix.shape[-1]
+    w, q = jax.lax.map(jnp.linalg.eigh, matrix.reshape((-1, n, n)))
+    return w.reshape(matrix.shape[:-1]), q.reshape(matrix.shape)
+
+
 def inverse_root(matrix: jax.Array, p: int, eps: Any = 0.0, *, ridge: str = "relative") -> jax.Array:
     """Inverse p-th root of a symmetric PSD matrix, as a pseudo-inverse, by ``eigh``.
 
@@ -84,7 +100,7 @@ def inverse_root(matrix: jax.Array, p: int, eps: Any = 0.0, *, ridge: str = "rel
       <https://arxiv.org/abs/1802.09568>`_, ICML 2018.
     """
     check_choice("ridge", ridge, RIDGES, owner="inverse_root")
-    w, q = jnp.linalg.eigh(matrix)
+    w, q = _eigh(matrix)
     w = jnp.maximum(w, 0.0)
     w_max = jnp.max(w, axis=-1, keepdims=True)
     cutoff = w_max * matrix.shape[-1] * jnp.finfo(matrix.dtype).eps
