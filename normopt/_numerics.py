@@ -209,3 +209,19 @@ def check_dtype(name: str, value: Any, *, owner: str = "") -> jnp.dtype | None:
     if not jnp.issubdtype(dtype, jnp.floating):
         raise ValueError(f"{prefix}{name}={value!r} must be a floating dtype (float32, bfloat16, float16, float64)")
     return dtype
+
+
+def per_matrix(decomposition: Callable[[jax.Array], Any], x: jax.Array) -> Any:
+    """``decomposition`` (``jnp.linalg.eigh``, ``qr``, ...) of (..., m, n), one matrix per LAPACK call.
+
+    On CPU, jaxlib's batched LAPACK kernels split a batch whose FLOP estimate passes ~2e5 into chunks on XLA's
+    intra-op thread pool and block that pool's worker until they finish; when every worker is inside such a wait (two
+    independent batched calls on a 2-thread pool) no thread is left to run the chunks and the step hangs forever,
+    nondeterministically (jax 0.10). A single matrix always runs inline, so ``lax.map`` over the flattened batch
+    cannot deadlock; distinct leaves' calls still run concurrently.
+    """
+    if x.ndim == 2:
+        return decomposition(x)
+    batch = x.shape[:-2]
+    out = jax.lax.map(decomposition, x.reshape((-1, *x.shape[-2:])))
+    return jax.tree.map(lambda y: y.reshape(batch + y.shape[1:]), out)

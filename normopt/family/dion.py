@@ -40,6 +40,7 @@ from normopt._numerics import (
     on_auto_axes,
     path_mask,
     path_names,
+    per_matrix,
     safe_div,
 )
 from normopt._numerics import weight_decay as _weight_decay
@@ -99,7 +100,7 @@ def _step(m: jax.Array, q: jax.Array, beta: Any, power_iters: int = 1) -> tuple[
     t = lambda x: jnp.swapaxes(x, -1, -2)
     r = q
     for _ in range(power_iters):
-        p, _ = jnp.linalg.qr(m @ r)
+        p, _ = per_matrix(jnp.linalg.qr, m @ r)  # one matrix per call: batched CPU QR can deadlock
         r = t(m) @ p
     m = m - (1 - beta) * (p @ t(r))
     norm = jnp.sqrt(jnp.sum(r * r, axis=-2, keepdims=True))

@@ -46,6 +46,7 @@ from normopt._numerics import (
     on_auto_axes,
     path_mask,
     path_names,
+    per_matrix,
     safe_div,
 )
 from normopt._numerics import weight_decay as _weight_decay
@@ -197,14 +198,14 @@ def _rotate(x: jax.Array, q_left: jax.Array, q_right: jax.Array, dims: Any, back
 def _eigh_basis(factor: jax.Array, q: jax.Array) -> jax.Array:
     """The eigenvectors of ``factor`` (the previous basis ``q`` is not needed)."""
     del q
-    return jnp.linalg.eigh(factor)[1]
+    return per_matrix(jnp.linalg.eigh, factor)[1]  # one matrix per call: batched CPU eigh can deadlock
 
 
 def _power_basis(factor: jax.Array, q: jax.Array) -> jax.Array:
     """SOAP's refresh (Vyas et al., Algorithm 4): sort the columns of Q by their Rayleigh quotients qᵢᵀ F qᵢ
     (descending), then Q ← QR(F·Q_sorted); the new columns are returned in the old order (see the module note)."""
     order = jnp.argsort(-jnp.sum(q * (factor @ q), axis=-2), axis=-1)
-    q_new, _ = jnp.linalg.qr(factor @ jnp.take_along_axis(q, order[..., None, :], axis=-1))
+    q_new, _ = per_matrix(jnp.linalg.qr, factor @ jnp.take_along_axis(q, order[..., None, :], axis=-1))
     return jnp.take_along_axis(q_new, jnp.argsort(order, axis=-1)[..., None, :], axis=-1)
 
 

@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from normopt._numerics import check_choice, check_float_leaves, check_range, compute_dtype, safe_div
+from normopt._numerics import check_choice, check_float_leaves, check_range, compute_dtype, per_matrix, safe_div
 from normopt._numerics import weight_decay as _weight_decay
 from normopt.dims import MatrixDims, matrix_layout, to_matrices
 
@@ -51,22 +51,6 @@ class ShampooState(NamedTuple):
 
 RIDGES = ("relative", "absolute")
 """How Shampoo's ridge ε is read: ``"relative"`` ε·λ_max·I (normopt's default), ``"absolute"`` ε·I (the paper's)."""
-
-
-def _eigh(matrix: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """``jnp.linalg.eigh`` of (..., n, n), one matrix per LAPACK call (``lax.map`` over the flattened batch).
-
-    On CPU, jaxlib's batched eigh kernel (``ParallelBatchMap``) splits a batch whose FLOP estimate passes ~2e5 into
-    chunks on XLA's intra-op thread pool and blocks that pool's worker until they finish. When every worker is
-    inside such a wait (two independent batched eighs on a 2-thread pool) no thread is left to run the chunks and
-    the step hangs forever, nondeterministically (jax 0.10). A single matrix always runs inline, so mapping over
-    the batch cannot deadlock; distinct leaves' eighs still run concurrently.
-    """
-    if matrix.ndim == 2:
-        return jnp.linalg.eigh(matrix)
-    n = matrix.shape[-1]
-    w, q = jax.lax.map(jnp.linalg.eigh, matrix.reshape((-1, n, n)))
-    return w.reshape(matrix.shape[:-1]), q.reshape(matrix.shape)
 
 
 def inverse_root(matrix: jax.Array, p: int, eps: Any = 0.0, *, ridge: str = "relative") -> jax.Array:
@@ -100,7 +84,7 @@ def inverse_root(matrix: jax.Array, p: int, eps: Any = 0.0, *, ridge: str = "rel
       <https://arxiv.org/abs/1802.09568>`_, ICML 2018.
     """
     check_choice("ridge", ridge, RIDGES, owner="inverse_root")
-    w, q = _eigh(matrix)
+    w, q = per_matrix(jnp.linalg.eigh, matrix)
     w = jnp.maximum(w, 0.0)
     w_max = jnp.max(w, axis=-1, keepdims=True)
     cutoff = w_max * matrix.shape[-1] * jnp.finfo(matrix.dtype).eps
