@@ -82,9 +82,13 @@ FRONTIER = ("normuon", "muonh", "adamh", "manifold_muon", "soap", "splus")
 tests (``make test-slow``), so that the fast suite stays under 3 minutes on 2 cores."""
 
 
+FAMILY = ("dion", "fadam", "shampoo", "mirror_descent", "prox_l1")
+"""The wider family: each has its own fast test file; its sweeps over this registry also run with the slow tests."""
+
+
 def cases(names) -> list:
-    """``names`` as pytest parameters, the :data:`FRONTIER` ones marked slow."""
-    return [pytest.param(n, marks=pytest.mark.slow) if n in FRONTIER else n for n in names]
+    """``names`` as pytest parameters, the :data:`FRONTIER` and :data:`FAMILY` ones marked slow."""
+    return [pytest.param(n, marks=pytest.mark.slow) if n in FRONTIER + FAMILY else n for n in names]
 
 
 DECAY = {"muon": 0.01, "scion": 1.0, "steepest_descent": 0.01, "dion": 0.01, "normuon": 0.01, "soap": 0.01}

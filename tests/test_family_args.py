@@ -80,6 +80,7 @@ def test_hyperparameters_are_keyword_only():
         normopt.scale_by_dion(4)
 
 
+@pytest.mark.slow  # builds every family optimizer under inject_hyperparams
 def test_traced_hyperparameters_pass_the_checks():
     params = {"w": jnp.ones((4, 3)), "b": jnp.zeros(3)}
     grads = {"w": jnp.full((4, 3), 0.5), "b": jnp.ones(3)}

@@ -34,6 +34,7 @@ def test_spectral_init_has_unit_rms_to_rms_norm(shape):
     np.testing.assert_allclose(ratio, min(1.0, np.sqrt(fo / fi)), rtol=0.08)
 
 
+@pytest.mark.slow  # many initializer compilations
 def test_batched_and_conv_layouts_and_dtype():
     w = normopt.init.spectral()(jax.random.key(2), (3, 16, 8), jnp.bfloat16)
     assert w.shape == (3, 16, 8) and w.dtype == jnp.bfloat16

@@ -274,6 +274,7 @@ def test_flax_linen_train_state():
 
 
 @pytest.mark.parametrize("name", ["muon", "sign_sgd"])
+@pytest.mark.slow  # extra compilations of muon
 def test_vmap_over_a_batch_of_models(name):
     tx = optimizer(name)
     models = [small_params(seed=s) for s in range(3)]
@@ -286,6 +287,7 @@ def test_vmap_over_a_batch_of_models(name):
         _close(jax.tree.map(lambda x: x[i], u_batch), u, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow  # extra compilations of muon
 def test_donated_params_and_state():
     tx = optimizer("muon")
 

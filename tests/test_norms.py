@@ -218,6 +218,7 @@ def test_errors_name_the_problem():
         norms.resolve(norms.spectral(MatrixDims(fan_in=0, fan_out=5)), {"w": jnp.zeros((3, 3))})
 
 
+@pytest.mark.slow  # compiles every norm under jit and vmap
 def test_jit_and_vmap():
     g = jnp.asarray(np.random.default_rng(1).standard_normal((2, 6, 4)), jnp.float32)
     for name in norms.BY_NAME:

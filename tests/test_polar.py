@@ -120,6 +120,7 @@ def test_jordan_reproduces_optax(shape):
 
 
 # ------------------------------------------------------------------------------------------------ shapes, dtypes
+@pytest.mark.slow  # every method on a batch
 def test_batch_axes_are_independent_slices():
     assert bool(jnp.all(orthogonalize(jnp.zeros((3, 2, 16, 8))) == 0))
     x = jax.random.normal(jax.random.key(1), (3, 2, 16, 8))

@@ -181,6 +181,7 @@ def test_layer_sharded_rejects_bad_arguments():
         nsh.layer_sharded("x")
 
 
+@pytest.mark.slow  # compiles the layer-sharded path
 def test_one_device_layer_sharding_is_the_plain_dualization():
     """With one device the strategy only stacks and pads: same numbers as dualizing each leaf."""
     rng = np.random.default_rng(0)
